@@ -1,0 +1,119 @@
+package chunk_test
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/gozmm/zmm/chunk"
+)
+
+// header returns an empty header with the given runs taken ([start, n]).
+func header(t *testing.T, runs ...[2]uint32) *chunk.Header {
+	t.Helper()
+	c := new(chunk.Header) // only integers: it may live anywhere for a test
+	c.Init(0, 1, 0)
+	for _, r := range runs {
+		require.True(t, c.RangeFree(r[0], r[1]), "run %v overlaps", r)
+		c.Take(r[0], r[1])
+		c.SetLargeRun(r[0], r[1])
+	}
+	return c
+}
+
+func TestInitLeavesOnlyTheHeaderUsed(t *testing.T) {
+	c := header(t)
+	assert.True(t, c.Empty())
+	assert.Equal(t, uint32(chunk.Pages-chunk.FirstPage), c.FreePages)
+	assert.Equal(t, chunk.LargeEntry(1), c.Map[0])
+	assert.False(t, c.RangeFree(0, 1))
+	assert.True(t, c.RangeFree(1, chunk.Pages-1))
+	assert.False(t, c.RangeFree(1, chunk.Pages), "past the end of the chunk")
+}
+
+func TestFindRunIsBestFit(t *testing.T) {
+	// Layout after the runs below (x = used, . = free):
+	// page 0 x | 1..9 free (9) | 10 x | 11..13 free (3) | 14 x | 15..16 free (2) | 17..511 x except 300..399 free (100)
+	used := [][2]uint32{{10, 1}, {14, 1}, {17, 283}, {400, 112}}
+	cases := []struct {
+		n         uint32
+		wantStart uint32
+	}{
+		{1, 15},   // smallest gap that holds 1 page: the 2-page gap
+		{2, 15},   // exact fit
+		{3, 11},   // exact fit
+		{4, 1},    // the 9-page gap beats the 100-page gap
+		{9, 1},    // exact fit
+		{10, 300}, // only the 100-page gap holds it
+		{100, 300},
+	}
+	for _, tc := range cases {
+		c := header(t, used...)
+		start, ok := c.FindRun(tc.n)
+		require.True(t, ok, "n=%d", tc.n)
+		assert.Equal(t, tc.wantStart, start, "n=%d", tc.n)
+	}
+	c := header(t, used...)
+	_, ok := c.FindRun(101)
+	assert.False(t, ok, "no gap of 101 pages")
+}
+
+func TestFindRunPrefersTheLowestAmongEqualGaps(t *testing.T) {
+	c := header(t, [2]uint32{5, 1}, [2]uint32{9, 1}, [2]uint32{13, 499})
+	// Gaps: 1..4 (4), 6..8 (3), 10..12 (3)
+	start, ok := c.FindRun(2)
+	require.True(t, ok)
+	assert.Equal(t, uint32(6), start)
+}
+
+func TestGapsCrossWordBoundaries(t *testing.T) {
+	c := header(t, [2]uint32{1, 60}, [2]uint32{70, 100}, [2]uint32{200, 312})
+	var gaps [][2]uint32
+	c.Gaps(func(s, e uint32) { gaps = append(gaps, [2]uint32{s, e}) })
+	assert.Equal(t, [][2]uint32{{61, 70}, {170, 200}}, gaps)
+	start, ok := c.FindRun(30)
+	require.True(t, ok)
+	assert.Equal(t, uint32(170), start)
+}
+
+func TestTakeAndReleaseKeepTheInvariant(t *testing.T) {
+	c := header(t)
+	c.Take(63, 70) // spans three bitmap words
+	c.SetLargeRun(63, 70)
+	assert.Equal(t, uint32(chunk.Pages-1-70), c.FreePages)
+	assert.Equal(t, chunk.LargeEntry(70), c.Map[63])
+	assert.Equal(t, uint32(69), chunk.EntryIndex(c.Map[132]), "interior pages point back to the first")
+	assert.False(t, c.RangeFree(62, 2))
+	assert.True(t, c.RangeFree(133, 10))
+	for i := uint32(0); i < chunk.Pages; i++ {
+		assert.Equal(t, c.Map[i] != 0, !c.RangeFree(i, 1), "page %d: map entry and bitmap disagree", i)
+	}
+	c.Release(63, 70)
+	assert.True(t, c.Empty())
+	assert.True(t, c.RangeFree(1, chunk.Pages-1))
+	assert.Zero(t, c.Map[100])
+}
+
+func TestSmallRunEntries(t *testing.T) {
+	c := header(t)
+	c.Take(1, 5)
+	c.SetSmallRun(1, 5, 16)
+	for i := uint32(0); i < 5; i++ {
+		e := c.Map[1+i]
+		assert.Equal(t, chunk.MapSmall, e&chunk.MapKindMask)
+		assert.Equal(t, uint32(16), chunk.EntryBin(e))
+		assert.Equal(t, i, chunk.EntryIndex(e))
+	}
+	e := chunk.WithCounter(c.Map[1], 37)
+	assert.Equal(t, uint32(37), chunk.EntryCounter(e))
+	assert.Equal(t, uint32(16), chunk.EntryBin(e), "the counter leaves the bin alone")
+	assert.Zero(t, chunk.EntryIndex(e), "and the page index")
+}
+
+func TestFullChunkHasNoRun(t *testing.T) {
+	c := header(t, [2]uint32{1, chunk.Pages - 1})
+	_, ok := c.FindRun(1)
+	assert.False(t, ok)
+	assert.Zero(t, c.FreePages)
+}
