@@ -1,0 +1,207 @@
+package zmm
+
+import (
+	"math/bits"
+	"unsafe"
+
+	"github.com/gozmm/zmm/bins"
+	"github.com/gozmm/zmm/chunk"
+)
+
+// Free slots of small bins form one singly linked list per bin. A free
+// slot's first word is the address of the next free slot (0 ends the list)
+// and its second word is a check word: next ^ key ^ slot. The check word
+// makes a corrupted link detectable before it is followed (the Zend MM 8.4+
+// keeps a shadow pointer for the same reason), and it marks the slot as
+// free: Free finds a valid check word in a block it is given only when the
+// block is already free. Alloc clears the check word of the slot it hands
+// out. The key is random per heap and per request, so user data matches a
+// check word by chance with probability 2^-64.
+
+func (s *heapState) setLink(slot, next uintptr) {
+	*(*uintptr)(ptr(slot)) = next
+	*(*uintptr)(ptr(slot + 8)) = next ^ s.key ^ slot
+}
+
+// isFreeSlot reports whether the slot carries a valid free-list check word.
+func (s *heapState) isFreeSlot(slot uintptr) bool {
+	return *(*uintptr)(ptr(slot + 8)) == *(*uintptr)(ptr(slot))^s.key^slot
+}
+
+// Alloc returns a block of at least size bytes (emalloc). Blocks of up to
+// 3072 bytes come from size-class bins and are 8-byte aligned (16-byte
+// for sizes that are multiples of 16); larger blocks are page runs, 4 KiB
+// aligned; blocks above 2 MiB − 4 KiB are huge blocks of their own
+// mapping, 2 MiB aligned. Alloc(0) returns a valid minimal block. The
+// contents are not zeroed. It panics with a *Error when the memory limit
+// would be exceeded or the OS has no memory.
+//
+// The small-block fast path below is the whole of zend_mm_alloc_small: it
+// calls nothing (every helper is inlined) and touches the heap state and
+// the slot's first cache line only.
+func (h *Heap) Alloc(size uintptr) unsafe.Pointer {
+	s := h.st
+	if size > bins.MaxSize {
+		return s.allocBig(size, "Alloc")
+	}
+	bin := smallBin(size) & 31
+	slot := s.free[bin]
+	if slot == 0 {
+		return s.refill(bin)
+	}
+	p := ptr(slot)
+	next := *(*uintptr)(p)
+	check := (*uintptr)(unsafe.Add(p, 8))
+	if *check != next^s.key^slot {
+		s.corruptSlot(bin, slot)
+	}
+	*check = 0
+	s.free[bin] = next
+	s.size += uintptr(bins.Size[bin])
+	s.peak = max(s.peak, s.size)
+	return p
+}
+
+//go:noinline
+func (s *heapState) corruptSlot(bin uint32, slot uintptr) {
+	fail(ErrCorrupted, "Alloc", slot,
+		"zmm: heap corrupted: free slot 0x%x of bin %d (%d bytes) has a broken link (written after free, or overflow from the block before it)",
+		slot, bin, bins.Size[bin])
+}
+
+// refill carves a new run for the bin, threads its slots but the first onto
+// the free list and returns the first (zend_mm_alloc_small_slow).
+//
+//go:noinline
+func (s *heapState) refill(bin uint32) unsafe.Pointer {
+	s.checkOpen("Alloc")
+	n := bins.Pages[bin]
+	c, start := s.allocPages(n, "Alloc", uintptr(n)*chunk.PageSize)
+	c.SetSmallRun(start, n, bin)
+	run := uintptr(c.Page(start))
+	size := uintptr(bins.Size[bin])
+	last := run + uintptr(bins.Elements[bin]-1)*size
+	for p := run + size; p < last; p += size {
+		s.setLink(p, p+size)
+	}
+	if last > run {
+		s.setLink(last, 0)
+		s.free[bin] = run + size
+	}
+	// The pages may be recycled (a run GC emptied, a cached chunk) and
+	// still hold an old free slot's link and check word: clear the check
+	// word of the slot handed out, as the fast path does.
+	*(*uintptr)(ptr(run + 8)) = 0
+	s.size += size
+	s.peak = max(s.peak, s.size)
+	return ptr(run)
+}
+
+// allocBig serves sizes above the small bins: a page run, or a huge block.
+func (s *heapState) allocBig(size uintptr, op string) unsafe.Pointer {
+	if size <= chunk.MaxLargeSize {
+		return s.allocLarge(size, op)
+	}
+	return s.allocHuge(size, op)
+}
+
+// allocLarge takes a run of whole pages inside a chunk (zend_mm_alloc_large).
+func (s *heapState) allocLarge(size uintptr, op string) unsafe.Pointer {
+	s.checkOpen(op)
+	n := uint32((size + chunk.PageSize - 1) >> chunk.PageShift)
+	c, start := s.allocPages(n, op, uintptr(n)*chunk.PageSize)
+	c.SetLargeRun(start, n)
+	s.size += uintptr(n) * chunk.PageSize
+	s.peak = max(s.peak, s.size)
+	return c.Page(start)
+}
+
+// Calloc returns a zeroed block of n*size bytes (ecalloc). The product is
+// checked: if it wraps, Calloc panics with ErrOverflow.
+func (h *Heap) Calloc(n, size uintptr) unsafe.Pointer {
+	total := safeSize("Calloc", n, size, 0)
+	p := h.Alloc(total)
+	clear(unsafe.Slice((*byte)(p), total))
+	return p
+}
+
+// SafeAlloc returns a block of n*size+offset bytes (safe_emalloc). The
+// arithmetic is checked in full: if it wraps, SafeAlloc panics with
+// ErrOverflow and Zend's message "Possible integer overflow in memory
+// allocation (n * size + offset)".
+func (h *Heap) SafeAlloc(n, size, offset uintptr) unsafe.Pointer {
+	return h.Alloc(safeSize("SafeAlloc", n, size, offset))
+}
+
+// safeSize computes n*size+offset or panics if it does not fit a uintptr
+// (zend_safe_address_guarded).
+func safeSize(op string, n, size, offset uintptr) uintptr {
+	hi, lo := bits.Mul64(uint64(n), uint64(size))
+	sum, carry := bits.Add64(lo, uint64(offset), 0)
+	if hi != 0 || carry != 0 {
+		overflowError(op, n, size, offset)
+	}
+	return uintptr(sum)
+}
+
+// SafeSize computes n*size+offset as SafeAlloc does and reports whether it
+// fits in a uintptr without wrapping (zend_safe_address).
+func SafeSize(n, size, offset uintptr) (uintptr, bool) {
+	hi, lo := bits.Mul64(uint64(n), uint64(size))
+	sum, carry := bits.Add64(lo, uint64(offset), 0)
+	return uintptr(sum), hi == 0 && carry == 0
+}
+
+// Strdup copies s into a new block followed by a NUL byte (estrdup) and
+// returns the block.
+func (h *Heap) Strdup(s string) unsafe.Pointer {
+	return h.copyString("Strdup", s)
+}
+
+// Strndup copies at most n bytes of s into a new block followed by a NUL
+// byte (estrndup) and returns the block. Unlike C, s has a known length, so
+// Strndup stops at the end of s when n is larger.
+func (h *Heap) Strndup(s string, n uintptr) unsafe.Pointer {
+	if n < uintptr(len(s)) {
+		s = s[:n]
+	}
+	return h.copyString("Strndup", s)
+}
+
+func (h *Heap) copyString(op string, s string) unsafe.Pointer {
+	n := uintptr(len(s))
+	if n+1 < n {
+		overflowError(op, 1, n, 1)
+	}
+	p := h.Alloc(n + 1)
+	b := unsafe.Slice((*byte)(p), n+1)
+	copy(b, s)
+	b[n] = 0
+	return p
+}
+
+// Bytes returns a []byte view of the first n bytes of the block at p. The
+// view is valid until the block is freed, reallocated, or the heap is Reset
+// or Closed; it must not outlive the block, and nothing the Go garbage
+// collector manages may be stored in it as a pointer.
+func Bytes(p unsafe.Pointer, n int) []byte { return unsafe.Slice((*byte)(p), n) }
+
+// AllocBytes allocates n bytes and returns them as a slice of length n
+// whose capacity is the whole block (BlockSize). Free it with FreeBytes.
+// The same lifetime rules as Bytes apply.
+func (h *Heap) AllocBytes(n int) []byte {
+	if n < 0 {
+		fail(ErrOverflow, "AllocBytes", 0, "zmm: AllocBytes of negative size %d", n)
+	}
+	p := h.Alloc(uintptr(n))
+	return unsafe.Slice((*byte)(p), h.BlockSize(p))[:n]
+}
+
+// FreeBytes frees a slice that AllocBytes (or Bytes of a block) returned.
+// The slice must start at the start of the block.
+func (h *Heap) FreeBytes(b []byte) {
+	if cap(b) == 0 {
+		return
+	}
+	h.Free(unsafe.Pointer(unsafe.SliceData(b)))
+}

@@ -1,0 +1,31 @@
+// Package zmm is a memory allocator for Go programs built on the design of
+// PHP's Zend Memory Manager: memory that lives outside the Go heap, so the
+// garbage collector never scans, moves or frees it.
+//
+// Memory comes from the OS in 2 MiB chunks aligned to 2 MiB and cut into
+// 4 KiB pages. Requests of up to 3072 bytes are served from 30 size-class
+// bins (runs of pages with a free list per class); larger requests get runs
+// of whole pages inside a chunk; requests above 2 MiB − 4 KiB get a huge
+// block, a mapping of their own. See DESIGN.md for the layout.
+//
+// The API follows the Zend MM's, with Go names:
+//
+//	emalloc        Heap.Alloc         efree      Heap.Free
+//	ecalloc        Heap.Calloc        erealloc   Heap.Realloc
+//	safe_emalloc   Heap.SafeAlloc     estrdup    Heap.Strdup
+//	estrndup       Heap.Strndup       zend_mem_block_size  Heap.BlockSize
+//	memory_get_usage / memory_get_peak_usage   Heap.Usage / Heap.PeakUsage
+//	memory_get_usage(true) / ..._peak_usage(true)  Heap.RealUsage / Heap.RealPeakUsage
+//	memory_reset_peak_usage  Heap.ResetPeak   memory_limit  Heap.SetLimit
+//	zend_mm_gc     Heap.GC            zend_mm_shutdown  Heap.Reset / Heap.Close
+//	pemalloc(…, 1) PAlloc (the persistent heap)
+//
+// Rules:
+//   - A Heap has one owner at a time (like a ZTS thread's heap). The
+//     package-level functions use a default heap behind a mutex.
+//   - Blocks hold plain bytes: never store a Go pointer in one.
+//   - Everything a heap handed out is gone after Reset or Close.
+//   - Allocation failures (memory limit, out of memory, size overflow) and
+//     misuse (bad pointer, double free, corruption) panic with a *Error, as
+//     the Zend MM bails out; Try turns that panic into an error.
+package zmm

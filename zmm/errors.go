@@ -1,0 +1,85 @@
+package zmm
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Sentinel errors. Every *Error wraps exactly one of them, so callers test
+// the kind of failure with errors.Is.
+var (
+	// ErrMemoryLimit: the heap's memory limit would be exceeded.
+	ErrMemoryLimit = errors.New("zmm: memory limit exhausted")
+	// ErrOutOfMemory: the OS refused to map memory.
+	ErrOutOfMemory = errors.New("zmm: out of memory")
+	// ErrOverflow: a size computation (n*size+offset, rounding) wraps.
+	ErrOverflow = errors.New("zmm: integer overflow in allocation size")
+	// ErrInvalidPointer: a pointer this heap did not hand out, or a pointer
+	// inside a block rather than at its start.
+	ErrInvalidPointer = errors.New("zmm: invalid pointer")
+	// ErrWrongHeap: a block of another heap was handed to this one.
+	ErrWrongHeap = errors.New("zmm: block belongs to another heap")
+	// ErrDoubleFree: a block that is already free was freed or used again.
+	ErrDoubleFree = errors.New("zmm: double free")
+	// ErrCorrupted: the heap's own bookkeeping was overwritten, typically by
+	// a write past the end of a block or after a free.
+	ErrCorrupted = errors.New("zmm: heap corrupted")
+	// ErrClosed: the heap was used after Close.
+	ErrClosed = errors.New("zmm: heap is closed")
+)
+
+// Error is the error zmm panics with when an allocation cannot be served
+// or a call is given a bad pointer: the Zend MM "bails out" in the same
+// places. Use Try to turn the panic back into an error value.
+type Error struct {
+	// Kind is one of the Err* sentinels.
+	Kind error
+	// Op is the operation that failed: "Alloc", "Free", "Realloc", ...
+	Op string
+	// Ptr is the pointer the operation was given, when there is one.
+	Ptr uintptr
+	// Msg is the full message. For the memory limit, out of memory and
+	// overflow it is the Zend MM's message, word for word.
+	Msg string
+}
+
+func (e *Error) Error() string { return e.Msg }
+
+// Unwrap returns the sentinel, so errors.Is(err, zmm.ErrMemoryLimit) works.
+func (e *Error) Unwrap() error { return e.Kind }
+
+// Try runs f and returns the *Error that f panicked with, or nil (the
+// analog of zend_try). Panics that are not a *Error propagate unchanged.
+func Try(f func()) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			if ze, ok := r.(*Error); ok {
+				err = ze
+				return
+			}
+			panic(r)
+		}
+	}()
+	f()
+	return nil
+}
+
+// fail panics with a *Error. It is kept out of line so that the callers'
+// fast paths stay small.
+//
+//go:noinline
+func fail(kind error, op string, ptr uintptr, format string, args ...any) {
+	panic(&Error{Kind: kind, Op: op, Ptr: ptr, Msg: fmt.Sprintf(format, args...)})
+}
+
+func limitError(op string, limit, tried uintptr) {
+	fail(ErrMemoryLimit, op, 0, "Allowed memory size of %d bytes exhausted (tried to allocate %d bytes)", limit, tried)
+}
+
+func outOfMemory(op string, allocated, tried uintptr) {
+	fail(ErrOutOfMemory, op, 0, "Out of memory (allocated %d bytes) (tried to allocate %d bytes)", allocated, tried)
+}
+
+func overflowError(op string, n, size, offset uintptr) {
+	fail(ErrOverflow, op, 0, "Possible integer overflow in memory allocation (%d * %d + %d)", n, size, offset)
+}

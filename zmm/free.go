@@ -1,0 +1,184 @@
+package zmm
+
+import (
+	"unsafe"
+
+	"github.com/gozmm/zmm/bins"
+	"github.com/gozmm/zmm/chunk"
+)
+
+// Free gives a block back to the heap (efree). Free(nil) does nothing.
+//
+// A pointer the heap did not hand out — a random address, Go memory, a
+// pointer inside a block, a block of another heap, a block already freed —
+// makes Free panic with a *Error naming the pointer (ErrInvalidPointer,
+// ErrWrongHeap or ErrDoubleFree); the heap is left untouched. The pointer
+// is checked against the process-wide frame table before any chunk header
+// is read, so a bad pointer never faults.
+func (h *Heap) Free(p unsafe.Pointer) {
+	s := h.st
+	slot := uintptr(p)
+	off := slot & (chunk.Size - 1)
+	// Fast path (zend_mm_free_small): a slot of one of our live chunks (the
+	// own set says so), at the exact start of an element, not already free.
+	// A chunk's base itself has off 0 and map entry 0 is the header's, so
+	// it falls through to the slow path.
+	if s.own[ownSlot(slot)] == slot-off|1 {
+		e := (*chunk.Header)(unsafe.Add(p, -int(off))).Map[off>>chunk.PageShift&(chunk.Pages-1)]
+		bin := chunk.EntryBin(e) & 31
+		within := uint32(off&(chunk.PageSize-1)) + chunk.EntryIndex(e)<<chunk.PageShift
+		idx, exact := bins.ElementIndex(bin, within)
+		check := (*uintptr)(unsafe.Add(p, 8))
+		if e&chunk.MapKindMask == chunk.MapSmall && exact && idx < bins.Elements[bin] &&
+			*check != *(*uintptr)(p)^s.key^slot {
+			head := s.free[bin]
+			*(*uintptr)(p) = head
+			*check = head ^ s.key ^ slot
+			s.free[bin] = slot
+			s.size -= uintptr(bins.Size[bin])
+			return
+		}
+	}
+	h.freeSlow(p)
+}
+
+//go:noinline
+func (h *Heap) freeSlow(p unsafe.Pointer) {
+	if p == nil {
+		return
+	}
+	s := h.st
+	s.checkOpen("Free")
+	b := s.lookup("Free", p)
+	switch b.kind {
+	case kindSmall:
+		s.addOwn(b.c.Base())
+		s.pushFree(uintptr(p), b.bin)
+	case kindLarge:
+		s.freeLarge(b.c, b.page, b.pages)
+	case kindHuge:
+		s.freeHuge(b.huge)
+	}
+}
+
+// freeLarge gives a page run back to its chunk and retires the chunk when
+// it is empty (zend_mm_free_large).
+func (s *heapState) freeLarge(c *chunk.Header, page, n uint32) {
+	c.Release(page, n)
+	s.size -= uintptr(n) * chunk.PageSize
+	if c.Empty() && c.Base() != s.main {
+		s.deleteChunk(c)
+	}
+}
+
+type blockKind uint8
+
+const (
+	kindSmall blockKind = iota + 1
+	kindLarge
+	kindHuge
+)
+
+// block describes a live block found by lookup.
+type block struct {
+	kind  blockKind
+	c     *chunk.Header // small and large
+	page  uint32        // small and large: the page p is in / starts
+	bin   uint32        // small
+	pages uint32        // large
+	huge  uint32        // huge: index in the huge table
+	size  uintptr       // the block's class size (BlockSize)
+}
+
+// lookup finds the live block that starts at p, or panics with a *Error
+// that says what p is instead. It reads a chunk header only after the frame
+// table has said the chunk is one of this heap's live chunks.
+func (s *heapState) lookup(op string, p unsafe.Pointer) block {
+	addr := uintptr(p)
+	f := chunk.LookupFrame(addr)
+	off := addr & (chunk.Size - 1)
+	if f.Kind() == chunk.FrameNone {
+		fail(ErrInvalidPointer, op, addr, "zmm: %s(0x%x): invalid pointer: not allocated by zmm", op, addr)
+	}
+	if f.Owner() != s.id {
+		switch f.Kind() {
+		case chunk.FrameChunk, chunk.FrameHuge, chunk.FrameHugeInterior:
+			fail(ErrWrongHeap, op, addr, "zmm: %s(0x%x): the block belongs to another heap", op, addr)
+		}
+		fail(ErrInvalidPointer, op, addr, "zmm: %s(0x%x): invalid pointer: not a block of this heap", op, addr)
+	}
+	switch f.Kind() {
+	case chunk.FrameHuge:
+		if off != 0 {
+			fail(ErrInvalidPointer, op, addr, "zmm: %s(0x%x): invalid pointer: inside the huge block at 0x%x", op, addr, addr-off)
+		}
+		return block{kind: kindHuge, huge: f.Aux(), size: s.huge.at(f.Aux()).size}
+	case chunk.FrameHugeInterior:
+		start := addr - off - uintptr(f.Aux())*chunk.Size
+		fail(ErrInvalidPointer, op, addr, "zmm: %s(0x%x): invalid pointer: inside the huge block at 0x%x", op, addr, start)
+	case chunk.FrameFreedHuge, chunk.FrameCachedHuge:
+		if off == 0 {
+			fail(ErrDoubleFree, op, addr, "zmm: %s(0x%x): double free: the huge block was already freed", op, addr)
+		}
+		fail(ErrInvalidPointer, op, addr, "zmm: %s(0x%x): invalid pointer: inside a freed huge block", op, addr)
+	case chunk.FrameFreedChunk, chunk.FrameCachedChunk:
+		fail(ErrInvalidPointer, op, addr, "zmm: %s(0x%x): invalid pointer: its chunk was released (by Reset, GC or a free); the block is gone", op, addr)
+	case chunk.FrameChunk:
+	default:
+		fail(ErrInvalidPointer, op, addr, "zmm: %s(0x%x): invalid pointer (frame %v)", op, addr, f)
+	}
+	c := chunk.Of(p)
+	page := uint32(off >> chunk.PageShift)
+	e := c.Map[page&(chunk.Pages-1)]
+	switch e & chunk.MapKindMask {
+	case chunk.MapFree:
+		if off&(chunk.PageSize-1) == 0 {
+			fail(ErrDoubleFree, op, addr, "zmm: %s(0x%x): double free: no block here, the page is free", op, addr)
+		}
+		fail(ErrInvalidPointer, op, addr, "zmm: %s(0x%x): invalid pointer: inside a free page", op, addr)
+	case chunk.MapLarge:
+		if page == 0 {
+			fail(ErrInvalidPointer, op, addr, "zmm: %s(0x%x): invalid pointer: inside a chunk header", op, addr)
+		}
+		if off&(chunk.PageSize-1) != 0 {
+			fail(ErrInvalidPointer, op, addr, "zmm: %s(0x%x): invalid pointer: inside the large block at 0x%x", op, addr, addr&^(chunk.PageSize-1))
+		}
+		n := chunk.EntryPages(e)
+		return block{kind: kindLarge, c: c, page: page, pages: n, size: uintptr(n) * chunk.PageSize}
+	case chunk.MapLargeInterior:
+		start := c.Base() + uintptr(page-chunk.EntryIndex(e))<<chunk.PageShift
+		fail(ErrInvalidPointer, op, addr, "zmm: %s(0x%x): invalid pointer: inside the large block at 0x%x", op, addr, start)
+	}
+	bin := chunk.EntryBin(e)
+	within := uint32(off&(chunk.PageSize-1)) + chunk.EntryIndex(e)<<chunk.PageShift
+	idx, exact := bins.ElementIndex(bin, within)
+	if !exact {
+		start := addr - uintptr(within-idx*bins.Size[bin&31])
+		fail(ErrInvalidPointer, op, addr, "zmm: %s(0x%x): invalid pointer: inside the %d-byte block at 0x%x", op, addr, bins.Size[bin&31], start)
+	}
+	if idx >= bins.Elements[bin&31] {
+		fail(ErrInvalidPointer, op, addr, "zmm: %s(0x%x): invalid pointer: in the unused tail of a run", op, addr)
+	}
+	if s.isFreeSlot(addr) {
+		fail(ErrDoubleFree, op, addr, "zmm: %s(0x%x): double free: the %d-byte block is already free", op, addr, bins.Size[bin&31])
+	}
+	return block{kind: kindSmall, c: c, page: page, bin: bin, size: uintptr(bins.Size[bin&31])}
+}
+
+// BlockSize returns the usable size of the block at p: its size class,
+// which is at least the size asked for (zend_mem_block_size). A bad pointer
+// panics as in Free.
+func (h *Heap) BlockSize(p unsafe.Pointer) uintptr {
+	s := h.st
+	s.checkOpen("BlockSize")
+	return s.lookup("BlockSize", p).size
+}
+
+// pushFree puts a small block that lookup accepted onto its bin's free
+// list (the slow-path twin of Free's fast path).
+func (s *heapState) pushFree(slot uintptr, bin uint32) {
+	bin &= 31
+	s.setLink(slot, s.free[bin])
+	s.free[bin] = slot
+	s.size -= uintptr(bins.Size[bin])
+}

@@ -1,0 +1,125 @@
+package zmm
+
+import (
+	"github.com/gozmm/zmm/bins"
+	"github.com/gozmm/zmm/chunk"
+)
+
+// GC gives memory the heap holds but does not use back to the OS and
+// returns how many bytes (zend_mm_gc, gc_mem_caches): bin runs whose slots
+// are all free go back to their chunk, chunks left empty and every cached
+// chunk and huge mapping are unmapped, and the free pages of the chunks
+// that stay are released with madvise (in whole OS pages; they stay mapped
+// and count in RealUsage until their chunk is unmapped). The count is the
+// bytes of emptied runs in chunks that stay, plus the bytes unmapped.
+func (h *Heap) GC() uintptr {
+	s := h.st
+	s.checkOpen("GC")
+	return s.gc(true)
+}
+
+// gc is the collection behind GC and behind the memory limit's retry; only
+// GC asks for free pages to be released with madvise.
+func (s *heapState) gc(release bool) uintptr {
+	var freed uintptr
+	// Pass 1: count the free slots of every run in its first page's entry.
+	var binsWithEmptyRuns uint32
+	for bin := uint32(0); bin < bins.NumBins; bin++ {
+		for slot := s.free[bin]; slot != 0; slot = s.nextFree(bin, slot) {
+			c, first := s.runOf(slot)
+			e := c.Map[first]
+			n := chunk.EntryCounter(e) + 1
+			if n > bins.Elements[bin] {
+				fail(ErrCorrupted, "GC", slot, "zmm: heap corrupted: free list of bin %d (%d bytes) holds slot 0x%x twice", bin, bins.Size[bin], slot)
+			}
+			c.Map[first] = chunk.WithCounter(e, n)
+			if n == bins.Elements[bin] {
+				binsWithEmptyRuns |= 1 << bin
+			}
+		}
+	}
+	// Pass 2: unlink the slots of runs that are entirely free.
+	for bin := uint32(0); bin < bins.NumBins; bin++ {
+		if binsWithEmptyRuns&(1<<bin) == 0 {
+			continue
+		}
+		var prev uintptr
+		for slot := s.free[bin]; slot != 0; {
+			next := s.nextFree(bin, slot)
+			c, first := s.runOf(slot)
+			if chunk.EntryCounter(c.Map[first]) == bins.Elements[bin] {
+				if prev == 0 {
+					s.free[bin] = next
+				} else {
+					s.setLink(prev, next)
+				}
+			} else {
+				prev = slot
+			}
+			slot = next
+		}
+	}
+	// Pass 3: give the empty runs' pages back to their chunks, clear the
+	// counters, and retire chunks left empty.
+	main := hdr(s.main)
+	for addr := main.Next; ; {
+		c := hdr(addr)
+		next := c.Next
+		var runs uintptr
+		for i := uint32(chunk.FirstPage); i < chunk.Pages; {
+			e := c.Map[i]
+			switch e & chunk.MapKindMask {
+			case chunk.MapSmall:
+				bin := chunk.EntryBin(e)
+				n := bins.Pages[bin&31]
+				if chunk.EntryCounter(e) == bins.Elements[bin&31] {
+					c.Release(i, n)
+					runs += uintptr(n) * chunk.PageSize
+				} else {
+					c.Map[i] = chunk.WithCounter(e, 0)
+				}
+				i += n
+			case chunk.MapLarge:
+				i += chunk.EntryPages(e)
+			default:
+				i++
+			}
+		}
+		if c.Empty() && c != main {
+			s.unlink(c)
+			s.chunks--
+			s.realSize -= chunk.Size
+			s.unmapChunk(c.Base())
+			freed += chunk.Size
+		} else {
+			freed += runs
+			if release {
+				c.Gaps(func(start, end uint32) {
+					chunk.Release(c.Page(start), uintptr(end-start)*chunk.PageSize)
+				})
+			}
+		}
+		if c == main {
+			break
+		}
+		addr = next
+	}
+	freed += s.dropCache()
+	freed += s.dropHugeCache()
+	return freed
+}
+
+// nextFree returns the link of a free slot after checking its check word.
+func (s *heapState) nextFree(bin uint32, slot uintptr) uintptr {
+	if !s.isFreeSlot(slot) {
+		fail(ErrCorrupted, "GC", slot, "zmm: heap corrupted: free slot 0x%x of bin %d (%d bytes) has a broken link", slot, bin, bins.Size[bin&31])
+	}
+	return *(*uintptr)(ptr(slot))
+}
+
+// runOf returns the chunk and first page of the run holding a slot.
+func (s *heapState) runOf(slot uintptr) (*chunk.Header, uint32) {
+	c := hdr(slot &^ (chunk.Size - 1))
+	page := uint32(slot&(chunk.Size-1)) >> chunk.PageShift
+	return c, page - chunk.EntryIndex(c.Map[page&(chunk.Pages-1)])
+}

@@ -1,0 +1,414 @@
+package zmm
+
+import (
+	"math"
+	"math/rand/v2"
+	"sync/atomic"
+	"unsafe"
+
+	"github.com/gozmm/zmm/bins"
+	"github.com/gozmm/zmm/chunk"
+)
+
+// Heap is a Zend-MM-style heap (zend_mm_heap). The Heap value is a small Go
+// handle; the heap itself, its chunks and every block it hands out live in
+// memory mapped from the OS, invisible to the Go garbage collector.
+//
+// A Heap has one owner at a time: it is not safe for concurrent use, in the
+// way a Zend MM heap under ZTS belongs to one thread. Give each worker
+// goroutine its own Heap (New), or use the package-level functions, which
+// serve a process-wide default heap behind a mutex.
+//
+// Blocks hold plain bytes. Never store a Go pointer in a block: the garbage
+// collector does not look there and may free what it points to.
+type Heap struct {
+	st *heapState
+}
+
+// heapState is the heap proper. It lives in page 0 of the heap's main chunk,
+// right after the chunk header (the Zend MM embeds its heap the same way),
+// so it holds only integers and uintptrs.
+type heapState struct {
+	// size and peak count the bytes handed out at class-rounded sizes
+	// (memory_get_usage / memory_get_peak_usage).
+	size, peak uintptr
+	// key encodes the free-list links (see freelist.go).
+	key uintptr
+	// frame is what the frame table holds for every live chunk of this heap;
+	// a pointer is ours exactly when its frame entry equals it.
+	frame chunk.Frame
+	// free holds the head of each bin's free list (32 entries so that a
+	// masked bin index needs no bounds check).
+	free [32]uintptr
+	// own is a direct-mapped set of this heap's live chunks, indexed by
+	// frame number mod 64, holding chunk base|1 (0 is an empty slot). A
+	// pointer whose chunk is in the set is in a live chunk of this heap, so
+	// Free's fast path may read that chunk's header without consulting the
+	// process-wide frame table. A live chunk may be missing (two chunks
+	// sharing a slot): the slow path validates through the frame table and
+	// puts it back.
+	own [64]uintptr
+
+	// realSize and realPeak count the bytes mapped from the OS: live and
+	// cached chunks plus huge mappings, live and cached
+	// (memory_get_usage(true)).
+	realSize, realPeak uintptr
+	limit              uintptr
+
+	main   uintptr // the main chunk; its page 0 holds this state
+	cached uintptr // cached chunks, linked through chunk.Header.Next
+
+	chunks, peakChunks, cachedChunks uint32
+	id                               uint32
+	nextNum                          uint32
+	deleteBoundary, deleteCount      uint32
+	closed                           uint32
+	// avgChunks is the running average of chunks a request needed, which
+	// sets how many chunks Reset keeps (the Zend MM's avg_chunks_count).
+	avgChunks float64
+
+	huge hugeTable
+}
+
+// stateOffset is where the heap state sits in page 0 of the main chunk.
+const stateOffset = (chunk.HeaderSize + 63) &^ 63
+
+// The state must fit in the rest of the header page.
+var _ [chunk.PageSize - stateOffset - unsafe.Sizeof(heapState{})]byte
+
+// Unlimited is the memory limit of a heap that has none.
+const Unlimited uintptr = math.MaxUint64 >> 1
+
+// minSlot is the smallest block handed out: a free slot holds the
+// free-list link and its check word, as in the Zend MM 8.4+.
+const minSlot = 16
+
+var lastHeapID atomic.Uint32
+
+// closedState stands in for the state of a closed heap: its free lists are
+// empty and no frame matches it, so every call reaches a slow path, which
+// reports ErrClosed.
+var closedState = heapState{closed: 1, frame: chunk.MakeFrame(chunk.FrameChunk, 0, 0)}
+
+// Option configures a heap made by New.
+type Option func(*config)
+
+type config struct {
+	limit uintptr
+}
+
+// WithLimit sets the heap's memory limit in bytes (memory_limit). The
+// limit is checked, as in the Zend MM, against the memory mapped from the
+// OS, when a chunk or a huge block is mapped; it cannot be below one chunk.
+func WithLimit(bytes uintptr) Option { return func(c *config) { c.limit = bytes } }
+
+// New makes an independent heap with its main chunk mapped
+// (zend_mm_init). The heap must be closed with Close to give its memory
+// back to the OS.
+func New(opts ...Option) (*Heap, error) {
+	cfg := config{limit: Unlimited}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	if cfg.limit < chunk.Size {
+		return nil, &Error{Kind: ErrMemoryLimit, Op: "New", Msg: failedLimitMsg(cfg.limit, chunk.Size)}
+	}
+	base, err := chunk.Map(chunk.Size, chunk.Size)
+	if err != nil {
+		return nil, &Error{Kind: ErrOutOfMemory, Op: "New", Msg: "Can't initialize heap: " + err.Error()}
+	}
+	if !chunk.Addressable(uintptr(base), chunk.Size) {
+		_ = chunk.Unmap(base, chunk.Size)
+		return nil, &Error{Kind: ErrOutOfMemory, Op: "New", Msg: "Can't initialize heap: address beyond 2^48"}
+	}
+	id := lastHeapID.Add(1)
+	s := (*heapState)(unsafe.Add(base, stateOffset))
+	*s = heapState{
+		id:         id,
+		frame:      chunk.MakeFrame(chunk.FrameChunk, id, 0),
+		key:        uintptr(rand.Uint64()),
+		limit:      cfg.limit,
+		main:       uintptr(base),
+		realSize:   chunk.Size,
+		realPeak:   chunk.Size,
+		chunks:     1,
+		peakChunks: 1,
+		nextNum:    1,
+		avgChunks:  1,
+	}
+	c := chunk.At(base)
+	c.Init(uintptr(unsafe.Pointer(s)), id, 0)
+	c.Next, c.Prev = c.Base(), c.Base()
+	chunk.SetFrame(uintptr(base), s.frame)
+	s.addOwn(c.Base())
+	return &Heap{st: s}, nil
+}
+
+func ownSlot(addr uintptr) uintptr { return addr >> chunk.Shift & 63 }
+
+// addOwn puts a live chunk in the own set if its slot is free.
+func (s *heapState) addOwn(base uintptr) {
+	if i := ownSlot(base); s.own[i] == 0 {
+		s.own[i] = base | 1
+	}
+}
+
+// dropOwn takes a chunk that stops being live out of the own set.
+func (s *heapState) dropOwn(base uintptr) {
+	if i := ownSlot(base); s.own[i] == base|1 {
+		s.own[i] = 0
+	}
+}
+
+// ptr turns an address of mapped memory into a pointer.
+func ptr(addr uintptr) unsafe.Pointer { return unsafe.Add(nil, addr) }
+
+func hdr(addr uintptr) *chunk.Header { return (*chunk.Header)(ptr(addr)) }
+
+// checkOpen reports use after Close.
+func (s *heapState) checkOpen(op string) {
+	if s.closed != 0 {
+		fail(ErrClosed, op, 0, "zmm: %s on a closed heap", op)
+	}
+}
+
+// allocPages takes n contiguous free pages for a run from the first chunk
+// that has a best fit, mapping a new chunk when none has (zend_mm_alloc_pages).
+// tried is the size reported if the memory limit stops it.
+func (s *heapState) allocPages(n uint32, op string, tried uintptr) (*chunk.Header, uint32) {
+	retried := false
+	for {
+		c := hdr(s.main)
+		for steps := 0; ; steps++ {
+			if start, ok := c.FindRun(n); ok {
+				if steps > 2 && n < 8 {
+					s.moveToFront(c)
+				}
+				c.Take(start, n)
+				return c, start
+			}
+			if c.Next == s.main {
+				break
+			}
+			c = hdr(c.Next)
+		}
+		if s.cached == 0 && s.overLimit(chunk.Size) {
+			// Give back what is cached or empty, then look again: the
+			// collection may have emptied pages in the chunks we have.
+			if !retried && s.gc(false) > 0 {
+				retried = true
+				continue
+			}
+			limitError(op, s.limit, tried)
+		}
+		c = s.newChunk(op, tried)
+		c.Take(chunk.FirstPage, n)
+		return c, chunk.FirstPage
+	}
+}
+
+// overLimit reports whether mapping need more bytes would pass the limit.
+func (s *heapState) overLimit(need uintptr) bool {
+	return s.realSize > s.limit || need > s.limit-s.realSize
+}
+
+// reserve checks the limit before need bytes are mapped, collecting cached
+// and empty memory first if that helps (the Zend MM's gc-and-retry).
+func (s *heapState) reserve(need uintptr, op string, tried uintptr) {
+	if s.overLimit(need) {
+		s.gc(false)
+		if s.overLimit(need) {
+			limitError(op, s.limit, tried)
+		}
+	}
+}
+
+// mapMemory maps size bytes aligned to a chunk, retrying once after a
+// collection, and reports the Zend MM's out-of-memory error on failure.
+func (s *heapState) mapMemory(size uintptr, op string, tried uintptr) unsafe.Pointer {
+	p, err := chunk.Map(size, chunk.Size)
+	if err != nil {
+		s.gc(false)
+		p, err = chunk.Map(size, chunk.Size)
+		if err != nil {
+			outOfMemory(op, s.realSize, tried)
+		}
+	}
+	if !chunk.Addressable(uintptr(p), size) {
+		_ = chunk.Unmap(p, size)
+		outOfMemory(op, s.realSize, tried)
+	}
+	return p
+}
+
+// newChunk takes a chunk from the cache, or maps one, and links it at the
+// end of the ring. The caller has checked the limit.
+func (s *heapState) newChunk(op string, tried uintptr) *chunk.Header {
+	var c *chunk.Header
+	if s.cached != 0 {
+		c = hdr(s.cached)
+		s.cached = c.Next
+		s.cachedChunks--
+	} else {
+		c = chunk.At(s.mapMemory(chunk.Size, op, tried))
+		s.realSize += chunk.Size
+		s.realPeak = max(s.realPeak, s.realSize)
+	}
+	c.Init(uintptr(unsafe.Pointer(s)), s.id, s.nextNum)
+	s.nextNum++
+	chunk.SetFrame(c.Base(), s.frame)
+	s.addOwn(c.Base())
+	s.chunks++
+	s.peakChunks = max(s.peakChunks, s.chunks)
+	main := hdr(s.main)
+	c.Next, c.Prev = s.main, main.Prev
+	hdr(main.Prev).Next = c.Base()
+	main.Prev = c.Base()
+	return c
+}
+
+// unlink takes c out of the ring, checking that its neighbours agree: a
+// broken ring means the header page was overwritten.
+func (s *heapState) unlink(c *chunk.Header) {
+	next, prev := hdr(c.Next), hdr(c.Prev)
+	if next.Prev != c.Base() || prev.Next != c.Base() {
+		fail(ErrCorrupted, "unlink", c.Base(), "zmm: heap corrupted: chunk list broken at chunk 0x%x", c.Base())
+	}
+	prev.Next = c.Next
+	next.Prev = c.Prev
+}
+
+func (s *heapState) moveToFront(c *chunk.Header) {
+	main := hdr(s.main)
+	if main.Next == c.Base() {
+		return
+	}
+	s.unlink(c)
+	c.Prev, c.Next = s.main, main.Next
+	hdr(main.Next).Prev = c.Base()
+	main.Next = c.Base()
+}
+
+// deleteChunk retires an empty chunk other than the main one: it is cached
+// for reuse or unmapped, by the Zend MM's policy (zend_mm_delete_chunk),
+// which keeps about as many chunks as requests have been using and stops
+// mmap/munmap thrashing around a chunk boundary (bug #75368).
+func (s *heapState) deleteChunk(c *chunk.Header) {
+	s.unlink(c)
+	s.chunks--
+	if float64(s.chunks+s.cachedChunks) < s.avgChunks+0.1 ||
+		(s.chunks == s.deleteBoundary && s.deleteCount >= 4) {
+		s.cacheChunk(c)
+		return
+	}
+	s.realSize -= chunk.Size
+	if s.cached == 0 {
+		if s.chunks != s.deleteBoundary {
+			s.deleteBoundary, s.deleteCount = s.chunks, 0
+		} else {
+			s.deleteCount++
+		}
+	}
+	if s.cached == 0 || c.Num > hdr(s.cached).Num {
+		s.unmapChunk(c.Base())
+		return
+	}
+	// Keep the older chunk: it replaces the head of the cache.
+	old := s.cached
+	c.Next = hdr(old).Next
+	s.cached = c.Base()
+	s.dropOwn(c.Base())
+	chunk.SetFrame(c.Base(), chunk.MakeFrame(chunk.FrameCachedChunk, s.id, 0))
+	s.unmapChunk(old)
+}
+
+func (s *heapState) cacheChunk(c *chunk.Header) {
+	s.dropOwn(c.Base())
+	c.Next = s.cached
+	s.cached = c.Base()
+	s.cachedChunks++
+	chunk.SetFrame(c.Base(), chunk.MakeFrame(chunk.FrameCachedChunk, s.id, 0))
+}
+
+// unmapChunk gives a chunk back to the OS and leaves a tombstone in the
+// frame table, so that a stale pointer into it is reported as such.
+func (s *heapState) unmapChunk(addr uintptr) {
+	s.dropOwn(addr)
+	chunk.SetFrame(addr, chunk.MakeFrame(chunk.FrameFreedChunk, s.id, 0))
+	if err := chunk.Unmap(ptr(addr), chunk.Size); err != nil {
+		fail(ErrCorrupted, "munmap", addr, "zmm: munmap of chunk 0x%x failed: %v", addr, err)
+	}
+}
+
+// dropCache unmaps every cached chunk and returns the bytes unmapped.
+func (s *heapState) dropCache() uintptr {
+	var n uintptr
+	for s.cached != 0 {
+		addr := s.cached
+		s.cached = hdr(addr).Next
+		s.cachedChunks--
+		s.realSize -= chunk.Size
+		s.unmapChunk(addr)
+		n += chunk.Size
+	}
+	return n
+}
+
+// Reset ends a request (zend_mm_shutdown, not full): every block is
+// released at once without visiting it, statistics restart, and the main
+// chunk plus about as many cached chunks as recent requests needed stay
+// mapped for the next request. Pointers into the heap are invalid after
+// Reset.
+func (h *Heap) Reset() {
+	s := h.st
+	s.checkOpen("Reset")
+	s.freeAllHuge()
+	for addr := hdr(s.main).Next; addr != s.main; {
+		c := hdr(addr)
+		addr = c.Next
+		s.cacheChunk(c)
+		s.chunks--
+	}
+	s.avgChunks = (s.avgChunks + float64(s.peakChunks)) / 2
+	for s.cached != 0 && float64(s.cachedChunks)+0.9 > s.avgChunks {
+		addr := s.cached
+		s.cached = hdr(addr).Next
+		s.cachedChunks--
+		s.realSize -= chunk.Size
+		s.unmapChunk(addr)
+	}
+	main := hdr(s.main)
+	main.Init(uintptr(unsafe.Pointer(s)), s.id, 0)
+	main.Next, main.Prev = s.main, s.main
+	s.free = [32]uintptr{}
+	s.size, s.peak = 0, 0
+	s.realPeak = s.realSize
+	s.chunks, s.peakChunks = 1, 1
+	s.deleteBoundary, s.deleteCount = 0, 0
+	s.key = uintptr(rand.Uint64())
+}
+
+// Close gives every byte of the heap back to the OS (zend_mm_shutdown,
+// full). The heap and every pointer into it are invalid afterwards; using
+// the heap panics with ErrClosed.
+func (h *Heap) Close() {
+	s := h.st
+	if s.closed != 0 {
+		return
+	}
+	s.freeAllHuge()
+	s.dropHugeCache()
+	s.huge.release()
+	s.dropCache()
+	for addr := hdr(s.main).Next; addr != s.main; {
+		next := hdr(addr).Next
+		s.unmapChunk(addr)
+		addr = next
+	}
+	h.st = &closedState
+	s.unmapChunk(s.main) // the state dies with it
+}
+
+// smallBin is the bin of a small request; sizes below the smallest slot
+// are bumped to it, so Alloc(0) returns a 16-byte block.
+func smallBin(size uintptr) uint32 { return bins.SizeToBin(max(size, minSlot)) }

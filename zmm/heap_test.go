@@ -1,0 +1,670 @@
+package zmm_test
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"unsafe"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/gozmm/zmm/bins"
+	"github.com/gozmm/zmm/chunk"
+	"github.com/gozmm/zmm/zmm"
+)
+
+func newHeap(t testing.TB, opts ...zmm.Option) *zmm.Heap {
+	t.Helper()
+	h, err := zmm.New(opts...)
+	require.NoError(t, err)
+	t.Cleanup(h.Close)
+	return h
+}
+
+// catch runs f and returns the *zmm.Error it panicked with.
+func catch(t testing.TB, f func()) *zmm.Error {
+	t.Helper()
+	err := zmm.Try(f)
+	require.Error(t, err, "expected a zmm panic")
+	var ze *zmm.Error
+	require.ErrorAs(t, err, &ze)
+	return ze
+}
+
+func fill(p unsafe.Pointer, n uintptr, b byte) {
+	s := zmm.Bytes(p, int(n))
+	for i := range s {
+		s[i] = b + byte(i)
+	}
+}
+
+func holds(p unsafe.Pointer, n uintptr, b byte) bool {
+	s := zmm.Bytes(p, int(n))
+	for i := range s {
+		if s[i] != b+byte(i) {
+			return false
+		}
+	}
+	return true
+}
+
+func hugeSize(n uintptr) uintptr {
+	pg := chunk.OSPageSize()
+	return (n + pg - 1) &^ (pg - 1)
+}
+
+// mapped reports whether addr lies in a mapping of this process.
+func mapped(t testing.TB, addr uintptr) bool {
+	t.Helper()
+	f, err := os.Open("/proc/self/maps")
+	require.NoError(t, err)
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		var lo, hi uintptr
+		if _, err := fmt.Sscanf(strings.Fields(sc.Text())[0], "%x-%x", &lo, &hi); err == nil && lo <= addr && addr < hi {
+			return true
+		}
+	}
+	return false
+}
+
+func TestEveryBinSizeAndNext(t *testing.T) {
+	h := newHeap(t)
+	for b := 1; b < bins.NumBins; b++ {
+		size := uintptr(bins.Size[b])
+		p := h.Alloc(size)
+		assert.Equal(t, size, h.BlockSize(p), "bin %d size", b)
+		assert.Zero(t, uintptr(p)%8, "small blocks are 8-byte aligned")
+		q := h.Alloc(size + 1)
+		want := uintptr(chunk.PageSize)
+		if b+1 < bins.NumBins {
+			want = uintptr(bins.Size[b+1])
+		}
+		assert.Equal(t, want, h.BlockSize(q), "size %d", size+1)
+		h.Free(p)
+		h.Free(q)
+	}
+	assert.Zero(t, h.Usage())
+}
+
+func TestTinySizesGetTheSmallestSlot(t *testing.T) {
+	h := newHeap(t)
+	for size := uintptr(0); size <= 16; size++ {
+		p := h.Alloc(size)
+		require.NotNil(t, p)
+		assert.Equal(t, uintptr(16), h.BlockSize(p), "Alloc(%d)", size)
+	}
+	assert.Equal(t, uintptr(17*16), h.Usage())
+}
+
+func TestClassBoundaries(t *testing.T) {
+	h := newHeap(t)
+	small := h.Alloc(bins.MaxSize)
+	assert.Equal(t, uintptr(bins.MaxSize), h.BlockSize(small))
+
+	large := h.Alloc(bins.MaxSize + 1)
+	assert.Equal(t, uintptr(chunk.PageSize), h.BlockSize(large))
+	assert.Zero(t, uintptr(large)%chunk.PageSize, "large blocks are page-aligned")
+
+	maxLarge := h.Alloc(chunk.MaxLargeSize)
+	assert.Equal(t, uintptr(chunk.MaxLargeSize), h.BlockSize(maxLarge))
+	assert.Zero(t, uintptr(maxLarge)%chunk.PageSize)
+	assert.NotZero(t, uintptr(maxLarge)%chunk.Size, "a large block is never at a chunk's start")
+
+	huge := h.Alloc(chunk.MaxLargeSize + 1)
+	assert.Equal(t, hugeSize(chunk.MaxLargeSize+1), h.BlockSize(huge))
+	assert.Zero(t, uintptr(huge)%chunk.Size, "huge blocks are chunk-aligned")
+
+	for _, p := range []unsafe.Pointer{small, large, maxLarge, huge} {
+		h.Free(p)
+	}
+	assert.Zero(t, h.Usage())
+}
+
+func TestExactStatistics(t *testing.T) {
+	h := newHeap(t)
+	assert.Zero(t, h.Usage())
+	assert.Equal(t, uintptr(chunk.Size), h.RealUsage(), "the main chunk is mapped from the start")
+
+	a := h.Alloc(100) // bin 112
+	b := h.Alloc(5000)
+	assert.Equal(t, uintptr(112+2*4096), h.Usage())
+	c := h.Alloc(3 << 20)
+	assert.Equal(t, uintptr(112+2*4096)+hugeSize(3<<20), h.Usage())
+	assert.Equal(t, chunk.Size+hugeSize(3<<20), h.RealUsage())
+	peak := h.Usage()
+
+	h.Free(c)
+	h.Free(b)
+	assert.Equal(t, uintptr(112), h.Usage())
+	assert.Equal(t, peak, h.PeakUsage())
+	assert.Equal(t, chunk.Size+hugeSize(3<<20), h.RealPeakUsage())
+
+	h.ResetPeak()
+	assert.Equal(t, uintptr(112), h.PeakUsage())
+	assert.Equal(t, h.RealUsage(), h.RealPeakUsage())
+	h.Free(a)
+
+	st := h.Stats()
+	assert.Zero(t, st.Usage)
+	assert.Equal(t, 1, st.Chunks)
+	assert.Equal(t, 1, st.Bins[bins.SizeToBin(112)].Runs)
+	assert.Equal(t, 0, st.Bins[bins.SizeToBin(112)].Used)
+	assert.Equal(t, int(bins.Elements[bins.SizeToBin(112)]), st.Bins[bins.SizeToBin(112)].Free)
+}
+
+func TestStatsCountBlocksPerBin(t *testing.T) {
+	h := newHeap(t)
+	bin := bins.SizeToBin(48)
+	var ps []unsafe.Pointer
+	for range int(bins.Elements[bin]) + 3 {
+		ps = append(ps, h.Alloc(48))
+	}
+	h.Free(ps[0])
+	st := h.Stats().Bins[bin]
+	assert.Equal(t, 2, st.Runs)
+	assert.Equal(t, len(ps)-1, st.Used)
+	assert.Equal(t, 2*int(bins.Elements[bin])-len(ps)+1, st.Free)
+}
+
+func TestCallocZeroesReusedMemory(t *testing.T) {
+	h := newHeap(t)
+	for _, size := range []uintptr{24, 3000, 50000, 3 << 20} {
+		p := h.Alloc(size)
+		fill(p, size, 0xA5)
+		h.Free(p)
+		q := h.Calloc(size/8, 8)
+		assert.Equal(t, make([]byte, size/8*8), zmm.Bytes(q, int(size/8*8)), "Calloc(%d) not zero", size)
+		h.Free(q)
+	}
+}
+
+func TestSizeOverflowIsReported(t *testing.T) {
+	h := newHeap(t)
+	e := catch(t, func() { h.Calloc(math.MaxUint64/2, 3) })
+	assert.ErrorIs(t, e, zmm.ErrOverflow)
+	assert.Equal(t, fmt.Sprintf("Possible integer overflow in memory allocation (%d * 3 + 0)", uint64(math.MaxUint64/2)), e.Error())
+
+	e = catch(t, func() { h.SafeAlloc(1<<32, 1<<32, 0) })
+	assert.ErrorIs(t, e, zmm.ErrOverflow)
+	e = catch(t, func() { h.SafeAlloc(1, math.MaxUint64, 1) })
+	assert.ErrorIs(t, e, zmm.ErrOverflow, "the offset's carry counts")
+	assert.Equal(t, fmt.Sprintf("Possible integer overflow in memory allocation (1 * %d + 1)", uint64(math.MaxUint64)), e.Error())
+
+	e = catch(t, func() { h.Alloc(math.MaxUint64 - 10) })
+	assert.ErrorIs(t, e, zmm.ErrOverflow, "rounding a huge size up must not wrap")
+
+	p := h.SafeAlloc(10, 100, 7)
+	assert.Equal(t, uintptr(1024), h.BlockSize(p))
+	n, ok := zmm.SafeSize(3, 5, 1)
+	assert.True(t, ok)
+	assert.Equal(t, uintptr(16), n)
+	assert.Zero(t, h.Usage()-1024, "failed calls took nothing")
+}
+
+func TestStrdupAndStrndup(t *testing.T) {
+	h := newHeap(t)
+	p := h.Strdup("hello")
+	assert.Equal(t, []byte("hello\x00"), zmm.Bytes(p, 6))
+	q := h.Strndup("hello, world", 5)
+	assert.Equal(t, []byte("hello\x00"), zmm.Bytes(q, 6))
+	r := h.Strndup("hi", 10)
+	assert.Equal(t, []byte("hi\x00"), zmm.Bytes(r, 3))
+	e := h.Strdup("")
+	assert.Equal(t, []byte{0}, zmm.Bytes(e, 1))
+}
+
+func TestAllocBytes(t *testing.T) {
+	h := newHeap(t)
+	b := h.AllocBytes(100)
+	assert.Len(t, b, 100)
+	assert.Equal(t, 112, cap(b))
+	b = append(b, 1, 2, 3)
+	h.FreeBytes(b)
+	assert.Zero(t, h.Usage())
+	z := h.AllocBytes(0)
+	assert.Equal(t, 16, cap(z))
+	h.FreeBytes(z)
+	h.FreeBytes(nil)
+	assert.Zero(t, h.Usage())
+}
+
+func TestReallocSmall(t *testing.T) {
+	h := newHeap(t)
+	p := h.Alloc(40)
+	fill(p, 40, 1)
+	assert.Equal(t, p, h.Realloc(p, 33), "same bin keeps the pointer")
+	assert.Equal(t, p, h.Realloc(p, 40))
+	q := h.Realloc(p, 20)
+	assert.NotEqual(t, p, q, "a smaller bin moves")
+	assert.True(t, holds(q, 20, 1))
+	r := h.Realloc(q, 3000)
+	assert.True(t, holds(r, 20, 1))
+	assert.Equal(t, uintptr(3072), h.Usage())
+	assert.Equal(t, uintptr(3072), h.PeakUsage(), "a moving realloc never counts both blocks")
+}
+
+func TestReallocLargeInPlace(t *testing.T) {
+	h := newHeap(t)
+	p := h.Alloc(3 * chunk.PageSize)
+	fill(p, 3*chunk.PageSize, 7)
+	assert.Equal(t, p, h.Realloc(p, 10*chunk.PageSize), "the pages after it are free: grow in place")
+	assert.Equal(t, uintptr(10*chunk.PageSize), h.BlockSize(p))
+	assert.True(t, holds(p, 3*chunk.PageSize, 7))
+	assert.Equal(t, p, h.Realloc(p, 2*chunk.PageSize), "shrink in place")
+	assert.Equal(t, uintptr(2*chunk.PageSize), h.Usage())
+
+	blocker := h.Alloc(chunk.PageSize) // lands right after p
+	require.Equal(t, unsafe.Add(p, 2*chunk.PageSize), blocker)
+	q := h.Realloc(p, 4*chunk.PageSize)
+	assert.NotEqual(t, p, q, "blocked: the run moves")
+	assert.True(t, holds(q, 2*chunk.PageSize, 7))
+	assert.Equal(t, uintptr(5*chunk.PageSize), h.Usage())
+	// The freed pages are reusable.
+	assert.Equal(t, p, h.Alloc(2*chunk.PageSize))
+}
+
+func TestReallocAcrossKindsKeepsContents(t *testing.T) {
+	h := newHeap(t)
+	sizes := []uintptr{16, 3072, 3073, 100_000, chunk.MaxLargeSize, chunk.MaxLargeSize + 1, 6 << 20, 20 << 20, 5 << 20, 1 << 20, 2000, 8}
+	p := h.Alloc(sizes[0])
+	fill(p, sizes[0], 3)
+	prev := sizes[0]
+	for _, size := range sizes[1:] {
+		p = h.Realloc(p, size)
+		keep := min(prev, size)
+		require.True(t, holds(p, keep, 3), "contents lost growing/shrinking %d -> %d", prev, size)
+		fill(p, size, 3)
+		prev = size
+		assert.GreaterOrEqual(t, h.BlockSize(p), size)
+	}
+	h.Free(p)
+	assert.Zero(t, h.Usage())
+}
+
+func TestReallocHugeInPlaceOrByMovingPages(t *testing.T) {
+	h := newHeap(t)
+	p := h.Alloc(4 << 20)
+	fill(p, 4<<20, 9)
+	q := h.Realloc(p, 3<<20)
+	assert.Equal(t, p, q, "huge blocks shrink in place")
+	assert.Equal(t, hugeSize(3<<20), h.Usage())
+	assert.Equal(t, chunk.Size+hugeSize(3<<20), h.RealUsage())
+	r := h.Realloc(q, 64<<20)
+	assert.True(t, holds(r, 3<<20, 9))
+	assert.Zero(t, uintptr(r)%chunk.Size)
+	assert.Equal(t, hugeSize(64<<20), h.BlockSize(r))
+	assert.Equal(t, chunk.Size+hugeSize(64<<20), h.RealUsage())
+	h.Free(r)
+}
+
+func TestReallocNilAllocates(t *testing.T) {
+	h := newHeap(t)
+	p := h.Realloc(nil, 100)
+	assert.Equal(t, uintptr(112), h.BlockSize(p))
+}
+
+func TestMemoryLimit(t *testing.T) {
+	_, err := zmm.New(zmm.WithLimit(1 << 20))
+	require.Error(t, err)
+	assert.ErrorIs(t, err, zmm.ErrMemoryLimit)
+	assert.Equal(t, "Failed to set memory limit to 1048576 bytes (Current memory usage is 2097152 bytes)", err.Error())
+
+	h := newHeap(t, zmm.WithLimit(4<<20))
+	e := catch(t, func() { h.Alloc(3 << 20) })
+	assert.ErrorIs(t, e, zmm.ErrMemoryLimit)
+	assert.Equal(t, "Allowed memory size of 4194304 bytes exhausted (tried to allocate 3145728 bytes)", e.Error())
+	// Still usable, and a block that fits the limit is served.
+	p := h.Alloc(1 << 20)
+	h.Free(p)
+	q := h.Alloc(2 << 20)
+	h.Free(q)
+}
+
+func TestMemoryLimitWorksInChunks(t *testing.T) {
+	h := newHeap(t)
+	require.NoError(t, h.SetLimit(chunk.Size))
+	var ps []unsafe.Pointer
+	for range chunk.Pages - chunk.FirstPage {
+		ps = append(ps, h.Alloc(chunk.PageSize))
+	}
+	e := catch(t, func() { h.Alloc(chunk.PageSize) })
+	assert.Equal(t, "Allowed memory size of 2097152 bytes exhausted (tried to allocate 4096 bytes)", e.Error())
+	e = catch(t, func() { h.Alloc(64) })
+	assert.Equal(t, "Allowed memory size of 2097152 bytes exhausted (tried to allocate 4096 bytes)", e.Error(), "a bin refill asks for its run's pages")
+	h.Free(ps[0])
+	assert.NotNil(t, h.Alloc(64), "freed pages are served again under the limit")
+
+	require.NoError(t, h.SetLimit(zmm.Unlimited))
+	big := h.Alloc(chunk.PageSize)
+	assert.Equal(t, 2*uintptr(chunk.Size), h.RealUsage())
+	h.Free(big)
+	err := h.SetLimit(3 << 20)
+	require.NoError(t, err, "an empty chunk is cached; dropping it makes room")
+	assert.Equal(t, uintptr(chunk.Size), h.RealUsage())
+	e = catch(t, func() { h.Alloc(6 << 20) })
+	assert.Equal(t, "Allowed memory size of 3145728 bytes exhausted (tried to allocate 6291456 bytes)", e.Error())
+}
+
+func TestSetLimitBelowUsageFails(t *testing.T) {
+	h := newHeap(t)
+	p := h.Alloc(5 << 20)
+	err := h.SetLimit(3 << 20)
+	require.Error(t, err)
+	assert.ErrorIs(t, err, zmm.ErrMemoryLimit)
+	assert.Equal(t, fmt.Sprintf("Failed to set memory limit to 3145728 bytes (Current memory usage is %d bytes)", h.RealUsage()), err.Error())
+	assert.Equal(t, zmm.Unlimited, h.Limit(), "the old limit stays")
+	h.Free(p)
+}
+
+func TestLimitCollectsCachedMemoryBeforeFailing(t *testing.T) {
+	h := newHeap(t, zmm.WithLimit(8<<20))
+	p := h.Alloc(5 << 20)
+	h.Free(p) // kept in the huge cache, still counted in RealUsage
+	require.Equal(t, chunk.Size+hugeSize(5<<20), h.RealUsage())
+	q := h.Alloc(6 << 20)
+	assert.Equal(t, chunk.Size+hugeSize(6<<20), h.RealUsage(), "the cached mapping was given back to make room")
+	h.Free(q)
+}
+
+func TestHugeMappingIsReused(t *testing.T) {
+	h := newHeap(t)
+	p := h.Alloc(8 << 20)
+	h.Free(p)
+	real := h.RealUsage()
+	q := h.Alloc(8 << 20)
+	assert.Equal(t, p, q, "a freed huge mapping is handed out again")
+	assert.Equal(t, real, h.RealUsage())
+	h.Free(q)
+	r := h.Alloc(4 << 20)
+	assert.Equal(t, p, r, "a larger cached mapping is trimmed in place")
+	assert.Equal(t, chunk.Size+hugeSize(4<<20), h.RealUsage())
+	h.Free(r)
+	assert.Equal(t, hugeSize(4<<20), h.GC())
+	assert.Equal(t, uintptr(chunk.Size), h.RealUsage())
+	assert.False(t, mapped(t, uintptr(p)), "GC unmapped the cached huge mapping")
+}
+
+func TestGCReturnsEmptyRunsAndChunks(t *testing.T) {
+	h := newHeap(t)
+	var ps []unsafe.Pointer
+	for range 100_000 {
+		ps = append(ps, h.Alloc(64))
+	}
+	chunks := h.Stats().Chunks
+	require.Greater(t, chunks, 2)
+	for _, p := range ps {
+		h.Free(p)
+	}
+	freed := h.GC()
+	assert.GreaterOrEqual(t, freed, uintptr(chunks-1)*chunk.Size)
+	st := h.Stats()
+	assert.Equal(t, 1, st.Chunks)
+	assert.Zero(t, st.Bins[bins.SizeToBin(64)].Runs, "every empty run went back")
+	assert.Equal(t, uintptr(chunk.Size), h.RealUsage())
+	// The heap works as before.
+	p := h.Alloc(64)
+	h.Free(p)
+	assert.Zero(t, h.GC()-chunk.PageSize, "one run emptied again")
+}
+
+func TestGCKeepsRunsInUse(t *testing.T) {
+	h := newHeap(t)
+	var ps []unsafe.Pointer
+	for range 1000 {
+		ps = append(ps, h.Alloc(256))
+	}
+	for i, p := range ps {
+		if i%16 != 0 { // keep one block of every run (16 per run)
+			h.Free(p)
+		}
+	}
+	assert.Zero(t, h.GC()%chunk.PageSize)
+	for i, p := range ps {
+		if i%16 == 0 {
+			fill(p, 256, 1)
+			h.Free(p)
+		}
+	}
+	assert.Zero(t, h.Usage())
+}
+
+func TestResetReleasesEverythingAndKeepsChunks(t *testing.T) {
+	h := newHeap(t)
+	var ps []unsafe.Pointer
+	for range 200_000 {
+		ps = append(ps, h.Alloc(40))
+	}
+	huge := h.Alloc(70 << 20) // above the huge cache's bound: unmapped at Reset
+	require.Greater(t, h.Stats().Chunks, 3)
+	h.Reset()
+	assert.Zero(t, h.Usage())
+	assert.Zero(t, h.PeakUsage())
+	st := h.Stats()
+	assert.Equal(t, 1, st.Chunks)
+	assert.Equal(t, uintptr(1+st.CachedChunks)*chunk.Size, h.RealUsage())
+	assert.Equal(t, h.RealUsage(), h.RealPeakUsage())
+	assert.False(t, mapped(t, uintptr(huge)), "live huge blocks are unmapped at Reset")
+
+	e := catch(t, func() { h.Free(ps[len(ps)-1]) })
+	assert.ErrorIs(t, e, zmm.ErrInvalidPointer, "blocks do not survive Reset")
+
+	// The next request gets fresh blocks.
+	p := h.Alloc(40)
+	h.Free(p)
+	assert.Zero(t, h.Usage())
+}
+
+func TestResetCachePolicyFollowsTheZendMM(t *testing.T) {
+	h := newHeap(t)
+	// A request that peaks at 5 chunks: avg = (1+5)/2 = 3, so Reset keeps
+	// cached chunks while cached+0.9 <= 3: two of them.
+	for range 5 { // one fills the main chunk, each other one a chunk of its own
+		h.Alloc(chunk.MaxLargeSize)
+	}
+	require.Equal(t, 5, h.Stats().Chunks)
+	h.Reset()
+	assert.Equal(t, 2, h.Stats().CachedChunks)
+	assert.Equal(t, 3*uintptr(chunk.Size), h.RealUsage())
+}
+
+func TestCloseUnmapsEverything(t *testing.T) {
+	h, err := zmm.New()
+	require.NoError(t, err)
+	small := h.Alloc(100)
+	large := h.Alloc(chunk.MaxLargeSize)
+	huge := h.Alloc(10 << 20)
+	h.Free(h.Alloc(3 << 20)) // cached huge
+	for _, p := range []unsafe.Pointer{small, large, huge} {
+		require.True(t, mapped(t, uintptr(p)))
+	}
+	h.Close()
+	for _, p := range []unsafe.Pointer{small, large, huge} {
+		assert.False(t, mapped(t, uintptr(p)), "0x%x still mapped after Close", p)
+	}
+	e := catch(t, func() { h.Alloc(10) })
+	assert.ErrorIs(t, e, zmm.ErrClosed)
+	e = catch(t, func() { h.Free(small) })
+	assert.ErrorIs(t, e, zmm.ErrClosed)
+	h.Close() // a second Close does nothing
+}
+
+func TestBadPointersAreReported(t *testing.T) {
+	h := newHeap(t)
+	other := newHeap(t)
+	small := h.Alloc(48)
+	large := h.Alloc(3 * chunk.PageSize)
+	huge := h.Alloc(3 << 20)
+	base := unsafe.Add(small, -int(uintptr(small)&(chunk.Size-1)))
+	goValue := new([64]byte)
+	var stackValue [16]byte
+
+	freedSmall := h.Alloc(48)
+	h.Free(freedSmall)
+	freedLarge := h.Alloc(5 * chunk.PageSize)
+	h.Free(freedLarge)
+	freedHuge := h.Alloc(100 << 20) // too big for the huge cache: unmapped
+	h.Free(freedHuge)
+	cachedHuge := h.Alloc(4 << 20)
+	h.Free(cachedHuge)
+
+	cases := []struct {
+		name string
+		p    unsafe.Pointer
+		kind error
+	}{
+		{"random address", unsafe.Add(nil, 0x7_1234_5000), zmm.ErrInvalidPointer},
+		{"address above 2^48", unsafe.Add(nil, uintptr(1)<<50), zmm.ErrInvalidPointer},
+		{"Go heap memory", unsafe.Pointer(goValue), zmm.ErrInvalidPointer},
+		{"Go stack memory", unsafe.Pointer(&stackValue), zmm.ErrInvalidPointer},
+		{"inside a small block", unsafe.Add(small, 8), zmm.ErrInvalidPointer},
+		{"inside a large block", unsafe.Add(large, 1), zmm.ErrInvalidPointer},
+		{"page inside a large block", unsafe.Add(large, chunk.PageSize), zmm.ErrInvalidPointer},
+		{"inside a huge block", unsafe.Add(huge, chunk.PageSize), zmm.ErrInvalidPointer},
+		{"second frame of a huge block", unsafe.Add(huge, chunk.Size), zmm.ErrInvalidPointer},
+		{"chunk header", base, zmm.ErrInvalidPointer},
+		{"inside a chunk header", unsafe.Add(base, 64), zmm.ErrInvalidPointer},
+		{"free page", unsafe.Add(base, 400*chunk.PageSize), zmm.ErrDoubleFree},
+		{"freed small block", freedSmall, zmm.ErrDoubleFree},
+		{"freed large block", freedLarge, zmm.ErrDoubleFree},
+		{"freed huge block", freedHuge, zmm.ErrDoubleFree},
+		{"freed cached huge block", cachedHuge, zmm.ErrDoubleFree},
+		{"small block of another heap", other.Alloc(48), zmm.ErrWrongHeap},
+		{"large block of another heap", other.Alloc(5000), zmm.ErrWrongHeap},
+		{"huge block of another heap", other.Alloc(3 << 20), zmm.ErrWrongHeap},
+	}
+	usage := h.Usage()
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			addr := fmt.Sprintf("0x%x", uintptr(tc.p))
+			for op, f := range map[string]func(){
+				"Free":      func() { h.Free(tc.p) },
+				"Realloc":   func() { h.Realloc(tc.p, 100) },
+				"BlockSize": func() { h.BlockSize(tc.p) },
+			} {
+				e := catch(t, f)
+				assert.ErrorIs(t, e, tc.kind, "%s: %v", op, e)
+				assert.Contains(t, e.Error(), addr, "the message names the pointer")
+				assert.Equal(t, uintptr(tc.p), e.Ptr)
+				assert.Equal(t, op, e.Op)
+			}
+		})
+	}
+	assert.Equal(t, usage, h.Usage(), "nothing was freed")
+	// The heap and its blocks are intact.
+	fill(small, 48, 1)
+	assert.True(t, holds(small, 48, 1))
+	h.Free(small)
+	h.Free(large)
+	h.Free(huge)
+	for range 1000 {
+		h.Free(h.Alloc(48))
+	}
+}
+
+func TestFreeNilIsANoop(t *testing.T) {
+	h := newHeap(t)
+	h.Free(nil)
+	assert.Zero(t, h.Usage())
+}
+
+func TestCorruptedFreeListIsReportedNotFollowed(t *testing.T) {
+	h := newHeap(t)
+	a := h.Alloc(32)
+	b := h.Alloc(32)
+	h.Free(b)
+	// An overflow from a into the free slot b overwrites b's link.
+	copy(zmm.Bytes(a, 48), make([]byte, 48))
+	for i := range zmm.Bytes(a, 48)[32:] {
+		zmm.Bytes(a, 48)[32+i] = 0x41
+	}
+	e := catch(t, func() { h.Alloc(32) })
+	assert.ErrorIs(t, e, zmm.ErrCorrupted)
+	assert.Contains(t, e.Error(), fmt.Sprintf("0x%x", uintptr(b)))
+}
+
+func TestTryPassesOtherPanicsOn(t *testing.T) {
+	assert.PanicsWithValue(t, "boom", func() { _ = zmm.Try(func() { panic("boom") }) })
+	assert.NoError(t, zmm.Try(func() {}))
+}
+
+func TestNoGoAllocationsPerCall(t *testing.T) {
+	h := newHeap(t)
+	for _, size := range []uintptr{8, 64, 3072, 10_000, 3 << 20} {
+		assert.Zero(t, testing.AllocsPerRun(200, func() { h.Free(h.Alloc(size)) }), "Alloc/Free(%d)", size)
+	}
+	p := h.Alloc(100)
+	assert.Zero(t, testing.AllocsPerRun(200, func() {
+		p = h.Realloc(p, 5000)
+		p = h.Realloc(p, 100)
+	}))
+	assert.Zero(t, testing.AllocsPerRun(200, func() { h.Free(h.Calloc(4, 100)) }))
+}
+
+func TestHeapsAreIndependent(t *testing.T) {
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Go(func() {
+			h, err := zmm.New()
+			if !assert.NoError(t, err) {
+				return
+			}
+			defer h.Close()
+			var ps []unsafe.Pointer
+			for i := range 20_000 {
+				p := h.Alloc(uintptr(i%4000) + 1)
+				fill(p, 1, byte(w))
+				ps = append(ps, p)
+				if i%3 == 0 {
+					h.Free(ps[0])
+					ps = ps[1:]
+				}
+			}
+			for _, p := range ps {
+				if !holds(p, 1, byte(w)) {
+					t.Errorf("worker %d: block overwritten", w)
+					return
+				}
+			}
+			h.Reset()
+		})
+	}
+	wg.Wait()
+}
+
+func TestDefaultHeapIsSafeForConcurrentUse(t *testing.T) {
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Go(func() {
+			for i := range 5000 {
+				p := zmm.Alloc(uintptr(i%300) + 1)
+				fill(p, 1, byte(w))
+				if !holds(p, 1, byte(w)) {
+					t.Errorf("block overwritten")
+				}
+				p = zmm.Realloc(p, uintptr(i%500)+1)
+				zmm.Free(p)
+			}
+		})
+	}
+	wg.Wait()
+	assert.Zero(t, zmm.ReadStats().Usage)
+}
+
+func TestPersistentMemorySurvivesReset(t *testing.T) {
+	p := zmm.PStrdup("module config")
+	q := zmm.Strdup("request data")
+	zmm.Reset()
+	assert.Equal(t, []byte("module config\x00"), zmm.Bytes(p, 14))
+	e := catch(t, func() { zmm.Free(q) })
+	assert.True(t, errors.Is(e, zmm.ErrInvalidPointer) || errors.Is(e, zmm.ErrDoubleFree), "%v", e)
+	zmm.PFree(p)
+	assert.Zero(t, zmm.ReadPersistentStats().Usage)
+}

@@ -1,0 +1,83 @@
+package zmm
+
+import (
+	"unsafe"
+
+	"github.com/gozmm/zmm/bins"
+	"github.com/gozmm/zmm/chunk"
+)
+
+// Realloc changes the size of the block at p to size bytes and returns the
+// block, which may have moved (erealloc). The contents are kept up to the
+// smaller of the old and new sizes. As in the Zend MM:
+//   - a small block whose new size falls in the same bin stays where it is;
+//   - a large run shrinks in place, and grows in place when the pages after
+//     it are free;
+//   - a huge block shrinks or grows in place where the OS allows (mremap);
+//     where it does not, zmm moves its pages to a new mapping without
+//     copying them;
+//   - otherwise a new block is allocated, the bytes copied and p freed.
+//
+// Realloc(nil, size) is Alloc(size). A bad p panics as in Free; if the new
+// block cannot be had (memory limit), Realloc panics and p stays valid.
+func (h *Heap) Realloc(p unsafe.Pointer, size uintptr) unsafe.Pointer {
+	if p == nil {
+		return h.Alloc(size)
+	}
+	s := h.st
+	s.checkOpen("Realloc")
+	b := s.lookup("Realloc", p)
+	switch b.kind {
+	case kindSmall:
+		if size <= bins.MaxSize && smallBin(size) == b.bin {
+			return p
+		}
+	case kindLarge:
+		if size > bins.MaxSize && size <= chunk.MaxLargeSize && s.resizeLarge(b, size) {
+			return p
+		}
+	case kindHuge:
+		if size > chunk.MaxLargeSize {
+			if q := s.reallocHuge(b.huge, size); q != nil {
+				return q
+			}
+		}
+	}
+	return h.reallocMove(p, b.size, size)
+}
+
+// resizeLarge resizes a page run in place if it can (zend_mm_realloc_heap,
+// large case).
+func (s *heapState) resizeLarge(b block, size uintptr) bool {
+	n := uint32((size + chunk.PageSize - 1) >> chunk.PageShift)
+	c, page, old := b.c, b.page, b.pages
+	switch {
+	case n == old:
+		return true
+	case n < old:
+		c.Release(page+n, old-n)
+		c.Map[page] = chunk.LargeEntry(n)
+		s.size -= uintptr(old-n) * chunk.PageSize
+		return true
+	case c.RangeFree(page+old, n-old):
+		c.Take(page+old, n-old)
+		c.SetLargeRun(page, n)
+		s.size += uintptr(n-old) * chunk.PageSize
+		s.peak = max(s.peak, s.size)
+		return true
+	}
+	return false
+}
+
+// reallocMove allocates, copies and frees. The peak is not raised by the
+// moment both blocks exist (zend_mm_realloc_slow).
+func (h *Heap) reallocMove(p unsafe.Pointer, oldSize, size uintptr) unsafe.Pointer {
+	s := h.st
+	peak := s.peak
+	q := h.Alloc(size)
+	n := min(oldSize, size)
+	copy(unsafe.Slice((*byte)(q), n), unsafe.Slice((*byte)(p), n))
+	h.Free(p)
+	s.peak = max(peak, s.size)
+	return q
+}
