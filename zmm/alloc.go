@@ -136,12 +136,11 @@ func (h *Heap) SafeAlloc(n, size, offset uintptr) unsafe.Pointer {
 // safeSize computes n*size+offset or panics if it does not fit a uintptr
 // (zend_safe_address_guarded).
 func safeSize(op string, n, size, offset uintptr) uintptr {
-	hi, lo := bits.Mul64(uint64(n), uint64(size))
-	sum, carry := bits.Add64(lo, uint64(offset), 0)
-	if hi != 0 || carry != 0 {
+	total, ok := SafeSize(n, size, offset)
+	if !ok {
 		overflowError(op, n, size, offset)
 	}
-	return uintptr(sum)
+	return total
 }
 
 // SafeSize computes n*size+offset as SafeAlloc does and reports whether it

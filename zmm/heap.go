@@ -340,16 +340,20 @@ func (s *heapState) unmapChunk(addr uintptr) {
 	}
 }
 
+// unmapCachedChunk unmaps the chunk at the head of the cache.
+func (s *heapState) unmapCachedChunk() {
+	addr := s.cached
+	s.cached = hdr(addr).Next
+	s.cachedChunks--
+	s.realSize -= chunk.Size
+	s.unmapChunk(addr)
+}
+
 // dropCache unmaps every cached chunk and returns the bytes unmapped.
 func (s *heapState) dropCache() uintptr {
-	var n uintptr
+	n := uintptr(s.cachedChunks) * chunk.Size
 	for s.cached != 0 {
-		addr := s.cached
-		s.cached = hdr(addr).Next
-		s.cachedChunks--
-		s.realSize -= chunk.Size
-		s.unmapChunk(addr)
-		n += chunk.Size
+		s.unmapCachedChunk()
 	}
 	return n
 }
@@ -371,11 +375,7 @@ func (h *Heap) Reset() {
 	}
 	s.avgChunks = (s.avgChunks + float64(s.peakChunks)) / 2
 	for s.cached != 0 && float64(s.cachedChunks)+0.9 > s.avgChunks {
-		addr := s.cached
-		s.cached = hdr(addr).Next
-		s.cachedChunks--
-		s.realSize -= chunk.Size
-		s.unmapChunk(addr)
+		s.unmapCachedChunk()
 	}
 	main := hdr(s.main)
 	main.Init(uintptr(unsafe.Pointer(s)), s.id, 0)

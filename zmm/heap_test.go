@@ -668,3 +668,16 @@ func TestPersistentMemorySurvivesReset(t *testing.T) {
 	zmm.PFree(p)
 	assert.Zero(t, zmm.ReadPersistentStats().Usage)
 }
+
+func TestOutOfMemoryFromTheOS(t *testing.T) {
+	h := newHeap(t)
+	// 2^48 bytes fit in no user address space of linux/amd64 (2^47) or
+	// linux/arm64 (2^48, part of it taken): mmap must fail.
+	const size = 1 << 48
+	e := catch(t, func() { h.Alloc(size) })
+	assert.ErrorIs(t, e, zmm.ErrOutOfMemory)
+	assert.Equal(t, fmt.Sprintf("Out of memory (allocated %d bytes) (tried to allocate %d bytes)", h.RealUsage(), uint64(size)), e.Error())
+	p := h.Alloc(100)
+	h.Free(p)
+	assert.Zero(t, h.Usage(), "the heap is still usable")
+}

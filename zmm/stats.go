@@ -50,11 +50,7 @@ func (h *Heap) SetLimit(limit uintptr) error {
 			return &Error{Kind: ErrMemoryLimit, Op: "SetLimit", Msg: failedLimitMsg(limit, s.realSize)}
 		}
 		for s.realSize > limit && s.cached != 0 {
-			addr := s.cached
-			s.cached = hdr(addr).Next
-			s.cachedChunks--
-			s.realSize -= chunk.Size
-			s.unmapChunk(addr)
+			s.unmapCachedChunk()
 		}
 		if s.realSize > limit {
 			s.dropHugeCache()
