@@ -977,7 +977,9 @@ func (m *modelLimitRun) reallocHuge(i int) {
 			m.ps * uintptr(1+m.r.IntN(1024))}[m.r.IntN(5)]
 		s = b.class + max(d, m.ps)
 	}
-	req := s - uintptr(m.r.IntN(int(m.ps)))
+	// Any request in the OS page below s has class s, but with OS pages
+	// above 4 KiB that page can reach below the huge threshold: stay huge.
+	req := max(s-uintptr(m.r.IntN(int(m.ps))), modelMinHugeReq)
 	m.op = fmt.Sprintf("Realloc huge %d -> %d (class %d)", b.class, req, s)
 	var wantOK, gcRan bool
 	switch {
