@@ -231,3 +231,13 @@ func madvise(p unsafe.Pointer, size uintptr, advice int) error {
 	}
 	return nil
 }
+
+// Protect makes [p, p+size) inaccessible (PROT_NONE): any access faults.
+// Guard mode puts such a page right after each block. size and p must be
+// OS-page aligned.
+func Protect(p unsafe.Pointer, size uintptr) error {
+	if err := unix.Mprotect(unsafe.Slice((*byte)(p), size), unix.PROT_NONE); err != nil {
+		return fmt.Errorf("zmm: mprotect of %d bytes at %p failed: %w", size, p, err)
+	}
+	return nil
+}

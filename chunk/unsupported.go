@@ -26,3 +26,4 @@ func Extend(p unsafe.Pointer, oldSize, newSize uintptr) error   { panic("unsuppo
 func Move(p unsafe.Pointer, oldSize, newSize, align uintptr) (unsafe.Pointer, error) {
 	panic("unsupported")
 }
+func Protect(p unsafe.Pointer, size uintptr) error { panic("unsupported") }
