@@ -19,9 +19,9 @@ import (
 // seed makes every pre-generated workload the same from run to run.
 const seed = 0x5a6d6d // "zmm"
 
-func newHeap(tb testing.TB) *zmm.Heap {
+func newHeap(tb testing.TB, opts ...zmm.Option) *zmm.Heap {
 	tb.Helper()
-	h, err := zmm.New()
+	h, err := zmm.New(opts...)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -92,8 +92,8 @@ var (
 	hugeSizes  = []int{4 << 20, 16 << 20}
 )
 
-func zmmPair(b *testing.B, size int) {
-	h := newHeap(b)
+func zmmPair(b *testing.B, size int, opts ...zmm.Option) {
+	h := newHeap(b, opts...)
 	defer h.Close()
 	h.Free(h.Alloc(uintptr(size))) // warm: map the run or the huge block once
 	b.ReportAllocs()
@@ -115,6 +115,25 @@ func goPair(b *testing.B, size int) {
 	}
 	g.report(b)
 	clear(sinkRing[:])
+}
+
+// BenchmarkModes runs a 64-byte alloc+free pair in every mode: what debug
+// mode (site capture, guards, free fill), system mode (a Go allocation per
+// block) and guard mode (a mapping and a guard page per block) cost next to
+// the normal heap.
+func BenchmarkModes(b *testing.B) {
+	modes := []struct {
+		name string
+		opts []zmm.Option
+	}{
+		{"normal", []zmm.Option{zmm.WithDebug(false), zmm.WithAllocMode(zmm.ModeChunks)}},
+		{"debug", []zmm.Option{zmm.WithDebug(true), zmm.WithLeakReport(nil)}},
+		{"system", []zmm.Option{zmm.WithDebug(false), zmm.WithAllocMode(zmm.ModeSystem)}},
+		{"guard", []zmm.Option{zmm.WithDebug(false), zmm.WithAllocMode(zmm.ModeGuard)}},
+	}
+	for _, m := range modes {
+		b.Run(m.name, func(b *testing.B) { zmmPair(b, 64, m.opts...) })
+	}
 }
 
 func BenchmarkSmallPair(b *testing.B) {

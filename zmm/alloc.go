@@ -6,6 +6,7 @@ import (
 
 	"github.com/gozmm/zmm/bins"
 	"github.com/gozmm/zmm/chunk"
+	"github.com/gozmm/zmm/debugheader"
 )
 
 // Free slots of small bins form one singly linked list per bin. A free
@@ -18,14 +19,27 @@ import (
 // out. The key is random per heap and per request, so user data matches a
 // check word by chance with probability 2^-64.
 
+//
+// Debug heaps keep the link and check word at offset 16 (s.linkOff), after
+// the freed block's Size and Site, and use their own lists (s.dfree); the
+// fast paths, which hard-code offset 0 and s.free, never see them.
+
 func (s *heapState) setLink(slot, next uintptr) {
-	*(*uintptr)(ptr(slot)) = next
-	*(*uintptr)(ptr(slot + 8)) = next ^ s.key ^ slot
+	*(*uintptr)(ptr(slot + s.linkOff)) = next
+	*(*uintptr)(ptr(slot + s.linkOff + 8)) = next ^ s.key ^ slot
 }
 
 // isFreeSlot reports whether the slot carries a valid free-list check word.
 func (s *heapState) isFreeSlot(slot uintptr) bool {
-	return *(*uintptr)(ptr(slot + 8)) == *(*uintptr)(ptr(slot))^s.key^slot
+	return *(*uintptr)(ptr(slot + s.linkOff + 8)) == *(*uintptr)(ptr(slot + s.linkOff))^s.key^slot
+}
+
+// lists returns the free lists the slow paths work on.
+func (s *heapState) lists() *[32]uintptr {
+	if s.linkOff != 0 {
+		return &s.dfree
+	}
+	return &s.free
 }
 
 // Alloc returns a block of at least size bytes (emalloc). Blocks of up to
@@ -42,12 +56,12 @@ func (s *heapState) isFreeSlot(slot uintptr) bool {
 func (h *Heap) Alloc(size uintptr) unsafe.Pointer {
 	s := h.st
 	if size > bins.MaxSize {
-		return s.allocBig(size, "Alloc")
+		return h.allocBig(size)
 	}
 	bin := smallBin(size) & 31
 	slot := s.free[bin]
 	if slot == 0 {
-		return s.refill(bin)
+		return h.refill(bin, size)
 	}
 	p := ptr(slot)
 	next := *(*uintptr)(p)
@@ -62,17 +76,41 @@ func (h *Heap) Alloc(size uintptr) unsafe.Pointer {
 	return p
 }
 
+// corruptSlot reports a broken free-list link. The rest of the list cannot
+// be trusted, so it is abandoned (its slots leak) and the heap stays usable.
+//
 //go:noinline
 func (s *heapState) corruptSlot(bin uint32, slot uintptr) {
+	s.free[bin&31] = 0
 	fail(ErrCorrupted, "Alloc", slot,
 		"zmm: heap corrupted: free slot 0x%x of bin %d (%d bytes) has a broken link (written after free, or overflow from the block before it)",
 		slot, bin, bins.Size[bin])
 }
 
-// refill carves a new run for the bin, threads its slots but the first onto
-// the free list and returns the first (zend_mm_alloc_small_slow).
+// refill is Alloc's slow path for small sizes: the bin's free list is
+// empty, or the heap is special (debug, system, guard) and serves every
+// block here.
 //
 //go:noinline
+func (h *Heap) refill(bin uint32, size uintptr) unsafe.Pointer {
+	if h.st.special != 0 {
+		return h.allocSpecial(size, "Alloc")
+	}
+	return h.st.refill(bin)
+}
+
+// allocBig is Alloc's path for sizes above the bins.
+//
+//go:noinline
+func (h *Heap) allocBig(size uintptr) unsafe.Pointer {
+	if h.st.special != 0 {
+		return h.allocSpecial(size, "Alloc")
+	}
+	return h.st.allocBig(size, "Alloc")
+}
+
+// refill carves a new run for the bin, threads its slots but the first onto
+// the free list and returns the first (zend_mm_alloc_small_slow).
 func (s *heapState) refill(bin uint32) unsafe.Pointer {
 	s.checkOpen("Alloc")
 	n := bins.Pages[bin]
@@ -81,17 +119,23 @@ func (s *heapState) refill(bin uint32) unsafe.Pointer {
 	run := uintptr(c.Page(start))
 	size := uintptr(bins.Size[bin])
 	last := run + uintptr(bins.Elements[bin]-1)*size
+	if s.debug {
+		// Free debug slots carry the free fill, checked when handed out.
+		for p := run + size; p <= last; p += size {
+			debugheader.Fill(ptr(p), size)
+		}
+	}
 	for p := run + size; p < last; p += size {
 		s.setLink(p, p+size)
 	}
 	if last > run {
 		s.setLink(last, 0)
-		s.free[bin] = run + size
+		s.lists()[bin] = run + size
 	}
 	// The pages may be recycled (a run GC emptied, a cached chunk) and
 	// still hold an old free slot's link and check word: clear the check
 	// word of the slot handed out, as the fast path does.
-	*(*uintptr)(ptr(run + 8)) = 0
+	*(*uintptr)(ptr(run + s.linkOff + 8)) = 0
 	s.size += size
 	s.peak = max(s.peak, s.size)
 	return ptr(run)
@@ -160,6 +204,10 @@ func (h *Heap) Strdup(s string) unsafe.Pointer {
 // Strndup copies at most n bytes of s into a new block followed by a NUL
 // byte (estrndup) and returns the block. Unlike C, s has a known length, so
 // Strndup stops at the end of s when n is larger.
+//
+// It is kept out of line so that debug mode names its caller as the site.
+//
+//go:noinline
 func (h *Heap) Strndup(s string, n uintptr) unsafe.Pointer {
 	if n < uintptr(len(s)) {
 		s = s[:n]

@@ -26,6 +26,9 @@ var (
 	ErrCorrupted = errors.New("zmm: heap corrupted")
 	// ErrClosed: the heap was used after Close.
 	ErrClosed = errors.New("zmm: heap is closed")
+	// ErrConcurrentUse: two goroutines used a single-owner heap at once
+	// (detected in debug, system and guard modes).
+	ErrConcurrentUse = errors.New("zmm: concurrent use of a single-owner heap")
 )
 
 // Error is the error zmm panics with when an allocation cannot be served

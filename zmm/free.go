@@ -5,6 +5,7 @@ import (
 
 	"github.com/gozmm/zmm/bins"
 	"github.com/gozmm/zmm/chunk"
+	"github.com/gozmm/zmm/debugheader"
 )
 
 // Free gives a block back to the heap (efree). Free(nil) does nothing.
@@ -49,6 +50,10 @@ func (h *Heap) freeSlow(p unsafe.Pointer) {
 	}
 	s := h.st
 	s.checkOpen("Free")
+	if s.special != 0 {
+		h.freeSpecial(p)
+		return
+	}
 	b := s.lookup("Free", p)
 	switch b.kind {
 	case kindSmall:
@@ -93,39 +98,44 @@ type block struct {
 // lookup finds the live block that starts at p, or panics with a *Error
 // that says what p is instead. It reads a chunk header only after the frame
 // table has said the chunk is one of this heap's live chunks.
+//
+// In debug mode p is the user pointer, debugheader.Size bytes past the block
+// start; messages name p, and the start of the block it points into as a
+// user pointer too.
 func (s *heapState) lookup(op string, p unsafe.Pointer) block {
-	addr := uintptr(p)
+	user := uintptr(p)
+	addr := user - s.hdr
 	f := chunk.LookupFrame(addr)
 	off := addr & (chunk.Size - 1)
 	if f.Kind() == chunk.FrameNone {
-		fail(ErrInvalidPointer, op, addr, "zmm: %s(0x%x): invalid pointer: not allocated by zmm", op, addr)
+		fail(ErrInvalidPointer, op, user, "zmm: %s(0x%x): invalid pointer: not allocated by zmm", op, user)
 	}
 	if f.Owner() != s.id {
 		switch f.Kind() {
 		case chunk.FrameChunk, chunk.FrameHuge, chunk.FrameHugeInterior:
-			fail(ErrWrongHeap, op, addr, "zmm: %s(0x%x): the block belongs to another heap", op, addr)
+			fail(ErrWrongHeap, op, user, "zmm: %s(0x%x): the block belongs to another heap", op, user)
 		}
-		fail(ErrInvalidPointer, op, addr, "zmm: %s(0x%x): invalid pointer: not a block of this heap", op, addr)
+		fail(ErrInvalidPointer, op, user, "zmm: %s(0x%x): invalid pointer: not a block of this heap", op, user)
 	}
 	switch f.Kind() {
 	case chunk.FrameHuge:
 		if off != 0 {
-			fail(ErrInvalidPointer, op, addr, "zmm: %s(0x%x): invalid pointer: inside the huge block at 0x%x", op, addr, addr-off)
+			fail(ErrInvalidPointer, op, user, "zmm: %s(0x%x): invalid pointer: inside the huge block at 0x%x", op, user, addr-off+s.hdr)
 		}
 		return block{kind: kindHuge, huge: f.Aux(), size: s.huge.at(f.Aux()).size}
 	case chunk.FrameHugeInterior:
 		start := addr - off - uintptr(f.Aux())*chunk.Size
-		fail(ErrInvalidPointer, op, addr, "zmm: %s(0x%x): invalid pointer: inside the huge block at 0x%x", op, addr, start)
+		fail(ErrInvalidPointer, op, user, "zmm: %s(0x%x): invalid pointer: inside the huge block at 0x%x", op, user, start+s.hdr)
 	case chunk.FrameFreedHuge, chunk.FrameCachedHuge:
 		if off == 0 {
-			fail(ErrDoubleFree, op, addr, "zmm: %s(0x%x): double free: the huge block was already freed", op, addr)
+			fail(ErrDoubleFree, op, user, "zmm: %s(0x%x): double free: the huge block was already freed", op, user)
 		}
-		fail(ErrInvalidPointer, op, addr, "zmm: %s(0x%x): invalid pointer: inside a freed huge block", op, addr)
+		fail(ErrInvalidPointer, op, user, "zmm: %s(0x%x): invalid pointer: inside a freed huge block", op, user)
 	case chunk.FrameFreedChunk, chunk.FrameCachedChunk:
-		fail(ErrInvalidPointer, op, addr, "zmm: %s(0x%x): invalid pointer: its chunk was released (by Reset, GC or a free); the block is gone", op, addr)
+		fail(ErrInvalidPointer, op, user, "zmm: %s(0x%x): invalid pointer: its chunk was released (by Reset, GC or a free); the block is gone", op, user)
 	case chunk.FrameChunk:
 	default:
-		fail(ErrInvalidPointer, op, addr, "zmm: %s(0x%x): invalid pointer (frame %v)", op, addr, f)
+		fail(ErrInvalidPointer, op, user, "zmm: %s(0x%x): invalid pointer (frame %v)", op, user, f)
 	}
 	c := chunk.Of(p)
 	page := uint32(off >> chunk.PageShift)
@@ -133,34 +143,39 @@ func (s *heapState) lookup(op string, p unsafe.Pointer) block {
 	switch e & chunk.MapKindMask {
 	case chunk.MapFree:
 		if off&(chunk.PageSize-1) == 0 {
-			fail(ErrDoubleFree, op, addr, "zmm: %s(0x%x): double free: no block here, the page is free", op, addr)
+			fail(ErrDoubleFree, op, user, "zmm: %s(0x%x): double free: no block here, the page is free", op, user)
 		}
-		fail(ErrInvalidPointer, op, addr, "zmm: %s(0x%x): invalid pointer: inside a free page", op, addr)
+		fail(ErrInvalidPointer, op, user, "zmm: %s(0x%x): invalid pointer: inside a free page", op, user)
 	case chunk.MapLarge:
 		if page == 0 {
-			fail(ErrInvalidPointer, op, addr, "zmm: %s(0x%x): invalid pointer: inside a chunk header", op, addr)
+			fail(ErrInvalidPointer, op, user, "zmm: %s(0x%x): invalid pointer: inside a chunk header", op, user)
 		}
 		if off&(chunk.PageSize-1) != 0 {
-			fail(ErrInvalidPointer, op, addr, "zmm: %s(0x%x): invalid pointer: inside the large block at 0x%x", op, addr, addr&^(chunk.PageSize-1))
+			fail(ErrInvalidPointer, op, user, "zmm: %s(0x%x): invalid pointer: inside the large block at 0x%x", op, user, addr&^(chunk.PageSize-1)+s.hdr)
 		}
 		n := chunk.EntryPages(e)
 		return block{kind: kindLarge, c: c, page: page, pages: n, size: uintptr(n) * chunk.PageSize}
 	case chunk.MapLargeInterior:
 		start := c.Base() + uintptr(page-chunk.EntryIndex(e))<<chunk.PageShift
-		fail(ErrInvalidPointer, op, addr, "zmm: %s(0x%x): invalid pointer: inside the large block at 0x%x", op, addr, start)
+		fail(ErrInvalidPointer, op, user, "zmm: %s(0x%x): invalid pointer: inside the large block at 0x%x", op, user, start+s.hdr)
 	}
 	bin := chunk.EntryBin(e)
 	within := uint32(off&(chunk.PageSize-1)) + chunk.EntryIndex(e)<<chunk.PageShift
 	idx, exact := bins.ElementIndex(bin, within)
 	if !exact {
 		start := addr - uintptr(within-idx*bins.Size[bin&31])
-		fail(ErrInvalidPointer, op, addr, "zmm: %s(0x%x): invalid pointer: inside the %d-byte block at 0x%x", op, addr, bins.Size[bin&31], start)
+		fail(ErrInvalidPointer, op, user, "zmm: %s(0x%x): invalid pointer: inside the %d-byte block at 0x%x", op, user, bins.Size[bin&31], start+s.hdr)
 	}
 	if idx >= bins.Elements[bin&31] {
-		fail(ErrInvalidPointer, op, addr, "zmm: %s(0x%x): invalid pointer: in the unused tail of a run", op, addr)
+		fail(ErrInvalidPointer, op, user, "zmm: %s(0x%x): invalid pointer: in the unused tail of a run", op, user)
 	}
 	if s.isFreeSlot(addr) {
-		fail(ErrDoubleFree, op, addr, "zmm: %s(0x%x): double free: the %d-byte block is already free", op, addr, bins.Size[bin&31])
+		if s.debug {
+			r := debugheader.At(ptr(addr))
+			fail(ErrDoubleFree, op, user, "zmm: %s(0x%x): double free: block 0x%x (%d bytes, allocated at %v) is already free",
+				op, user, user, r.Size, resolveSite(uintptr(r.Site)))
+		}
+		fail(ErrDoubleFree, op, user, "zmm: %s(0x%x): double free: the %d-byte block is already free", op, user, bins.Size[bin&31])
 	}
 	return block{kind: kindSmall, c: c, page: page, bin: bin, size: uintptr(bins.Size[bin&31])}
 }
@@ -168,9 +183,15 @@ func (s *heapState) lookup(op string, p unsafe.Pointer) block {
 // BlockSize returns the usable size of the block at p: its size class,
 // which is at least the size asked for (zend_mem_block_size). A bad pointer
 // panics as in Free.
+//
+// In debug, system and guard modes BlockSize is the requested size, so that
+// a write past it is caught.
 func (h *Heap) BlockSize(p unsafe.Pointer) uintptr {
 	s := h.st
 	s.checkOpen("BlockSize")
+	if s.special != 0 {
+		return h.blockSizeSpecial(p)
+	}
 	return s.lookup("BlockSize", p).size
 }
 
@@ -178,7 +199,8 @@ func (h *Heap) BlockSize(p unsafe.Pointer) uintptr {
 // list (the slow-path twin of Free's fast path).
 func (s *heapState) pushFree(slot uintptr, bin uint32) {
 	bin &= 31
-	s.setLink(slot, s.free[bin])
-	s.free[bin] = slot
+	l := s.lists()
+	s.setLink(slot, l[bin])
+	l[bin] = slot
 	s.size -= uintptr(bins.Size[bin])
 }

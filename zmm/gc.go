@@ -24,8 +24,9 @@ func (s *heapState) gc(release bool) uintptr {
 	var freed uintptr
 	// Pass 1: count the free slots of every run in its first page's entry.
 	var binsWithEmptyRuns uint32
+	lists := s.lists()
 	for bin := uint32(0); bin < bins.NumBins; bin++ {
-		for slot := s.free[bin]; slot != 0; slot = s.nextFree(bin, slot) {
+		for slot := lists[bin]; slot != 0; slot = s.nextFree(bin, slot) {
 			c, first := s.runOf(slot)
 			e := c.Map[first]
 			n := chunk.EntryCounter(e) + 1
@@ -44,12 +45,12 @@ func (s *heapState) gc(release bool) uintptr {
 			continue
 		}
 		var prev uintptr
-		for slot := s.free[bin]; slot != 0; {
+		for slot := lists[bin]; slot != 0; {
 			next := s.nextFree(bin, slot)
 			c, first := s.runOf(slot)
 			if chunk.EntryCounter(c.Map[first]) == bins.Elements[bin] {
 				if prev == 0 {
-					s.free[bin] = next
+					lists[bin] = next
 				} else {
 					s.setLink(prev, next)
 				}
@@ -114,7 +115,7 @@ func (s *heapState) nextFree(bin uint32, slot uintptr) uintptr {
 	if !s.isFreeSlot(slot) {
 		fail(ErrCorrupted, "GC", slot, "zmm: heap corrupted: free slot 0x%x of bin %d (%d bytes) has a broken link", slot, bin, bins.Size[bin&31])
 	}
-	return *(*uintptr)(ptr(slot))
+	return *(*uintptr)(ptr(slot + s.linkOff))
 }
 
 // runOf returns the chunk and first page of the run holding a slot.

@@ -1,10 +1,15 @@
 package zmm
 
 import (
+	"fmt"
+	"io"
 	"math"
 	"math/rand/v2"
+	"os"
 	"sync/atomic"
 	"unsafe"
+
+	"github.com/gozmm/zmm/debugheader"
 
 	"github.com/gozmm/zmm/bins"
 	"github.com/gozmm/zmm/chunk"
@@ -23,6 +28,9 @@ import (
 // collector does not look there and may free what it points to.
 type Heap struct {
 	st *heapState
+	// dbg holds the Go-side state of a debug, system or guard heap (leak
+	// writer, site cache, the blocks of a system heap); nil otherwise.
+	dbg *debugState
 }
 
 // heapState is the heap proper. It lives in page 0 of the heap's main chunk,
@@ -63,6 +71,19 @@ type heapState struct {
 	nextNum                          uint32
 	deleteBoundary, deleteCount      uint32
 	closed                           uint32
+	// special is non-zero for debug, system and guard heaps. Such heaps
+	// keep s.free empty and never enter the own set, so the fast paths
+	// always miss and the slow paths dispatch on mode.
+	special uint32
+	mode    AllocMode
+	debug   bool
+	// linkOff is where a free slot keeps its link and check word: 0, or
+	// 16 in debug mode (after the freed block's Size and Site).
+	linkOff uintptr
+	// hdr is the debug record in front of every block (0 or 32 bytes).
+	hdr uintptr
+	// dfree are the free lists of a debug heap.
+	dfree [32]uintptr
 	// avgChunks is the running average of chunks a request needed, which
 	// sets how many chunks Reset keeps (the Zend MM's avg_chunks_count).
 	avgChunks float64
@@ -94,7 +115,88 @@ var closedState = heapState{closed: 1, frame: chunk.MakeFrame(chunk.FrameChunk, 
 type Option func(*config)
 
 type config struct {
-	limit uintptr
+	limit    uintptr
+	debug    *bool
+	mode     *AllocMode
+	leaks    io.Writer
+	leaksSet bool
+	name     string
+}
+
+// AllocMode says where a heap's blocks come from.
+type AllocMode uint8
+
+const (
+	// ModeChunks serves blocks from chunks: the normal mode.
+	ModeChunks AllocMode = iota
+	// ModeSystem makes every block its own Go allocation (the analog of
+	// USE_ZEND_ALLOC=0), so that the race detector and -asan builds see
+	// each block on its own. Blocks stay alive until freed or Reset.
+	ModeSystem
+	// ModeGuard makes every block its own mapping that ends against an
+	// inaccessible page: a write past the end faults on the spot, with
+	// the Go stack trace.
+	ModeGuard
+)
+
+func (m AllocMode) String() string {
+	switch m {
+	case ModeChunks:
+		return "chunks"
+	case ModeSystem:
+		return "system"
+	case ModeGuard:
+		return "guard"
+	}
+	return fmt.Sprintf("AllocMode(%d)", uint8(m))
+}
+
+// WithDebug turns debug mode on or off for this heap, whatever ZMM_DEBUG
+// says: each block then carries its allocation site and guard canaries,
+// misuse is reported with the site, and leaks are reported at Reset and
+// Close in the Zend MM's format.
+func WithDebug(on bool) Option { return func(c *config) { c.debug = &on } }
+
+// WithAllocMode chooses where blocks come from, whatever ZMM_ALLOC says.
+func WithAllocMode(m AllocMode) Option { return func(c *config) { c.mode = &m } }
+
+// WithLeakReport sets where a debug heap writes its leak report (stderr by
+// default); nil silences it (ZEND_ALLOC_PRINT_LEAKS=0). Leaks stays
+// available.
+func WithLeakReport(w io.Writer) Option {
+	return func(c *config) { c.leaks, c.leaksSet = w, true }
+}
+
+// WithName names the heap in its leak report (the report's script=).
+func WithName(name string) Option { return func(c *config) { c.name = name } }
+
+// envConfig fills in what the options left open from ZMM_DEBUG and
+// ZMM_ALLOC.
+func (c *config) envConfig() error {
+	if c.debug == nil {
+		on := os.Getenv("ZMM_DEBUG") == "1"
+		c.debug = &on
+	}
+	if c.mode == nil {
+		m := ModeChunks
+		switch v := os.Getenv("ZMM_ALLOC"); v {
+		case "", "chunks":
+		case "system":
+			m = ModeSystem
+		case "guard":
+			m = ModeGuard
+		default:
+			return fmt.Errorf("zmm: ZMM_ALLOC=%q: want system, guard or chunks", v)
+		}
+		c.mode = &m
+	}
+	if !c.leaksSet {
+		c.leaks = os.Stderr
+	}
+	if c.name == "" {
+		c.name = "-"
+	}
+	return nil
 }
 
 // WithLimit sets the heap's memory limit in bytes (memory_limit). The
@@ -109,6 +211,9 @@ func New(opts ...Option) (*Heap, error) {
 	cfg := config{limit: Unlimited}
 	for _, o := range opts {
 		o(&cfg)
+	}
+	if err := cfg.envConfig(); err != nil {
+		return nil, err
 	}
 	if cfg.limit < chunk.Size {
 		return nil, &Error{Kind: ErrMemoryLimit, Op: "New", Msg: failedLimitMsg(cfg.limit, chunk.Size)}
@@ -136,19 +241,31 @@ func New(opts ...Option) (*Heap, error) {
 		nextNum:    1,
 		avgChunks:  1,
 	}
+	h := &Heap{st: s}
+	if *cfg.debug || *cfg.mode != ModeChunks {
+		s.special = 1
+		s.debug = *cfg.debug
+		s.mode = *cfg.mode
+		h.dbg = newDebugState(cfg)
+		if s.debug && s.mode == ModeChunks {
+			s.linkOff = 16
+			s.hdr = debugheader.Size
+		}
+	}
 	c := chunk.At(base)
 	c.Init(uintptr(unsafe.Pointer(s)), id, 0)
 	c.Next, c.Prev = c.Base(), c.Base()
 	chunk.SetFrame(uintptr(base), s.frame)
 	s.addOwn(c.Base())
-	return &Heap{st: s}, nil
+	return h, nil
 }
 
 func ownSlot(addr uintptr) uintptr { return addr >> chunk.Shift & 63 }
 
-// addOwn puts a live chunk in the own set if its slot is free.
+// addOwn puts a live chunk in the own set if its slot is free. Special
+// heaps keep the set empty, so that Free's fast path never serves them.
 func (s *heapState) addOwn(base uintptr) {
-	if i := ownSlot(base); s.own[i] == 0 {
+	if i := ownSlot(base); s.own[i] == 0 && s.special == 0 {
 		s.own[i] = base | 1
 	}
 }
@@ -363,9 +480,19 @@ func (s *heapState) dropCache() uintptr {
 // chunk plus about as many cached chunks as recent requests needed stay
 // mapped for the next request. Pointers into the heap are invalid after
 // Reset.
+//
+// A debug heap first writes its leak report (see WithLeakReport).
 func (h *Heap) Reset() {
 	s := h.st
 	s.checkOpen("Reset")
+	if d := h.dbg; d != nil {
+		d.enter("Reset")
+		defer d.exit()
+		h.reportLeaks()
+		if s.mode != ModeChunks {
+			h.sysReleaseAll()
+		}
+	}
 	s.freeAllHuge()
 	for addr := hdr(s.main).Next; addr != s.main; {
 		c := hdr(addr)
@@ -381,6 +508,7 @@ func (h *Heap) Reset() {
 	main.Init(uintptr(unsafe.Pointer(s)), s.id, 0)
 	main.Next, main.Prev = s.main, s.main
 	s.free = [32]uintptr{}
+	s.dfree = [32]uintptr{}
 	s.size, s.peak = 0, 0
 	s.realPeak = s.realSize
 	s.chunks, s.peakChunks = 1, 1
@@ -391,10 +519,20 @@ func (h *Heap) Reset() {
 // Close gives every byte of the heap back to the OS (zend_mm_shutdown,
 // full). The heap and every pointer into it are invalid afterwards; using
 // the heap panics with ErrClosed.
+//
+// A debug heap first writes its leak report.
 func (h *Heap) Close() {
 	s := h.st
 	if s.closed != 0 {
 		return
+	}
+	if d := h.dbg; d != nil {
+		d.enter("Close")
+		defer d.exit()
+		h.reportLeaks()
+		if s.mode != ModeChunks {
+			h.sysReleaseAll()
+		}
 	}
 	s.freeAllHuge()
 	s.dropHugeCache()

@@ -21,10 +21,13 @@ import (
 // Realloc(nil, size) is Alloc(size). A bad p panics as in Free; if the new
 // block cannot be had (memory limit), Realloc panics and p stays valid.
 func (h *Heap) Realloc(p unsafe.Pointer, size uintptr) unsafe.Pointer {
+	s := h.st
+	if s.special != 0 {
+		return h.reallocSpecial(p, size)
+	}
 	if p == nil {
 		return h.Alloc(size)
 	}
-	s := h.st
 	s.checkOpen("Realloc")
 	b := s.lookup("Realloc", p)
 	switch b.kind {

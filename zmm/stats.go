@@ -130,9 +130,10 @@ func (h *Heap) Stats() Stats {
 			break
 		}
 	}
+	lists := s.lists()
 	for b := uint32(0); b < bins.NumBins; b++ {
 		n := 0
-		for slot := s.free[b]; slot != 0; slot = s.nextFree(b, slot) {
+		for slot := lists[b]; slot != 0; slot = s.nextFree(b, slot) {
 			n++
 		}
 		st.Bins[b].Free = n

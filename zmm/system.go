@@ -1,0 +1,189 @@
+package zmm
+
+import (
+	"fmt"
+	"unsafe"
+
+	"github.com/gozmm/zmm/bins"
+	"github.com/gozmm/zmm/chunk"
+)
+
+// System mode (ModeSystem, ZMM_ALLOC=system) is the analog of the Zend MM's
+// USE_ZEND_ALLOC=0 with tracked allocations: every block is its own Go
+// allocation, kept alive by the heap's table until it is freed, so that
+// tools that watch allocations one by one (the race detector, -asan) see
+// each block. Guard mode (ModeGuard, ZMM_ALLOC=guard) maps every block on
+// its own, ending against a PROT_NONE page: a write past the end faults at
+// once, with the Go stack trace. Blocks are aligned to 8 bytes, so up to 7
+// bytes of slack may lie between the end of the block and the guard page;
+// they hold a canary checked at Free and by Check.
+//
+// Both modes keep the statistics of the chunk mode: Usage counts each
+// block's class size (bin, pages or huge rounding), and RealUsage is the
+// main chunk plus Usage. The memory limit applies to RealUsage at every
+// allocation.
+
+type sysBlock struct {
+	size, class uintptr
+	site, orig  uintptr
+	buf         []byte  // system mode: the Go allocation
+	base, len   uintptr // guard mode: the mapping, guard page included
+}
+
+const guardSlackByte = 0xA7
+
+// classOf is the class size a block of size bytes has in chunk mode.
+func classOf(op string, size uintptr) uintptr {
+	switch {
+	case size <= bins.MaxSize:
+		return uintptr(bins.Size[smallBin(size)&31])
+	case size <= chunk.MaxLargeSize:
+		return (size + chunk.PageSize - 1) &^ (chunk.PageSize - 1)
+	}
+	return roundHuge(op, size)
+}
+
+func (h *Heap) sysAlloc(size uintptr, op string, site, orig uintptr) unsafe.Pointer {
+	s, d := h.st, h.dbg
+	class := classOf(op, size)
+	if s.overLimit(class) {
+		limitError(op, s.limit, size)
+	}
+	b := &sysBlock{size: size, class: class, site: site, orig: orig}
+	var p unsafe.Pointer
+	if s.mode == ModeSystem {
+		b.buf = make([]byte, max(size, 1))
+		p = unsafe.Pointer(unsafe.SliceData(b.buf))
+	} else {
+		ps := chunk.OSPageSize()
+		data := (max(size, 1) + ps - 1) &^ (ps - 1)
+		base, err := chunk.Map(data+ps, ps)
+		if err != nil {
+			outOfMemory(op, s.realSize, size)
+		}
+		if err := chunk.Protect(unsafe.Add(base, data), ps); err != nil {
+			_ = chunk.Unmap(base, data+ps)
+			outOfMemory(op, s.realSize, size)
+		}
+		b.base, b.len = uintptr(base), data+ps
+		end := uintptr(base) + data
+		start := (end - size) &^ 7
+		p = ptr(start)
+		slack := unsafe.Slice((*byte)(ptr(start+size)), end-start-size)
+		for i := range slack {
+			slack[i] = guardSlackByte
+		}
+	}
+	d.sys[uintptr(p)] = b
+	delete(d.freed, uintptr(p))
+	s.size += class
+	s.peak = max(s.peak, s.size)
+	s.realSize += class
+	s.realPeak = max(s.realPeak, s.realSize)
+	return p
+}
+
+// sysLookup finds the live block at p or panics saying what p is.
+func (h *Heap) sysLookup(p unsafe.Pointer, op string) *sysBlock {
+	addr := uintptr(p)
+	b, ok := h.dbg.sys[addr]
+	if ok {
+		return b
+	}
+	if _, was := h.dbg.freed[addr]; was {
+		fail(ErrDoubleFree, op, addr, "zmm: %s(0x%x): double free: the block is already free", op, addr)
+	}
+	fail(ErrInvalidPointer, op, addr, "zmm: %s(0x%x): invalid pointer: not a live block of this heap (%v mode)", op, addr, h.st.mode)
+	return nil
+}
+
+// slackDamage returns the first damaged slack byte of a guard block.
+func (b *sysBlock) slackDamage(p uintptr) (uintptr, bool) {
+	if b.base == 0 {
+		return 0, false
+	}
+	end := b.base + b.len - chunk.OSPageSize()
+	for a := p + b.size; a < end; a++ {
+		if *(*byte)(ptr(a)) != guardSlackByte {
+			return a - p, true
+		}
+	}
+	return 0, false
+}
+
+func (h *Heap) sysFree(p unsafe.Pointer, op string) {
+	b := h.sysLookup(p, op)
+	h.sysCheckSlack(p, b, op)
+	h.sysRelease(uintptr(p), b)
+}
+
+// sysCheckSlack panics if a guard block's slack canary was written.
+func (h *Heap) sysCheckSlack(p unsafe.Pointer, b *sysBlock, op string) {
+	if at, bad := b.slackDamage(uintptr(p)); bad {
+		fail(ErrCorrupted, op, uintptr(p), "zmm: %s(0x%x): heap corrupted: block 0x%x (%d bytes, allocated at %v): a write %d byte(s) past its end (at offset %d of a %d-byte block)",
+			op, uintptr(p), uintptr(p), b.size, resolveSite(b.site), at-b.size+1, at, b.size)
+	}
+}
+
+func (h *Heap) sysRelease(addr uintptr, b *sysBlock) {
+	s, d := h.st, h.dbg
+	delete(d.sys, addr)
+	if len(d.freed) >= 1<<16 {
+		clear(d.freed)
+	}
+	d.freed[addr] = struct{}{}
+	s.size -= b.class
+	s.realSize -= b.class
+	if b.base != 0 {
+		_ = chunk.Unmap(ptr(b.base), b.len)
+	}
+}
+
+func (h *Heap) sysRealloc(p unsafe.Pointer, size uintptr, site uintptr) unsafe.Pointer {
+	s := h.st
+	b := h.sysLookup(p, "Realloc")
+	orig := b.orig
+	if orig == 0 {
+		orig = b.site
+	}
+	h.sysCheckSlack(p, b, "Realloc") // before the new block exists
+	peak := s.peak
+	q := h.sysAlloc(size, "Realloc", site, orig)
+	n := min(b.size, size)
+	copy(unsafe.Slice((*byte)(q), n), unsafe.Slice((*byte)(p), n))
+	h.sysRelease(uintptr(p), b)
+	s.peak = max(peak, s.size)
+	return q
+}
+
+func (h *Heap) sysCheck() []Problem {
+	var probs []Problem
+	for addr, b := range h.dbg.sys {
+		if at, bad := b.slackDamage(addr); bad {
+			probs = append(probs, Problem{Addr: addr, Size: b.size, Site: resolveSite(b.site),
+				What: fmt.Sprintf("a write %d byte(s) past its end (at offset %d of a %d-byte block)", at-b.size+1, at, b.size)})
+		}
+	}
+	return probs
+}
+
+func (h *Heap) sysLeaks() []Leak {
+	var out []Leak
+	for addr, b := range h.dbg.sys {
+		l := Leak{Addr: addr, Size: b.size, Site: resolveSite(b.site)}
+		if b.orig != 0 {
+			l.Orig = resolveSite(b.orig)
+		}
+		out = append(out, l)
+	}
+	sortLeaks(out)
+	return out
+}
+
+// sysReleaseAll drops every block of a system or guard heap.
+func (h *Heap) sysReleaseAll() {
+	for addr, b := range h.dbg.sys {
+		h.sysRelease(addr, b)
+	}
+	clear(h.dbg.freed)
+}
