@@ -170,3 +170,21 @@ func ReadPersistentStats() Stats {
 	defer persistentHeap.mu.Unlock()
 	return h.Stats()
 }
+
+// DefaultSnapshot takes a snapshot of the default heap under its lock.
+func DefaultSnapshot() *Snapshot {
+	h := defaultHeap.lock()
+	defer defaultHeap.mu.Unlock()
+	s := h.Snapshot()
+	s.Name = "default"
+	return s
+}
+
+// PersistentSnapshot takes a snapshot of the persistent heap under its lock.
+func PersistentSnapshot() *Snapshot {
+	h := persistentHeap.lock()
+	defer persistentHeap.mu.Unlock()
+	s := h.Snapshot()
+	s.Name = "persistent"
+	return s
+}

@@ -96,8 +96,16 @@ type BinStats struct {
 // It costs time in proportion to the heap's size; the fast path keeps no
 // per-bin counters.
 func (h *Heap) Stats() Stats {
+	h.st.checkOpen("Stats")
+	if d := h.dbg; d != nil {
+		d.enter("Stats")
+		defer d.exit()
+	}
+	return h.statsLocked()
+}
+
+func (h *Heap) statsLocked() Stats {
 	s := h.st
-	s.checkOpen("Stats")
 	st := Stats{
 		Usage: s.size, PeakUsage: s.peak,
 		RealUsage: s.realSize, RealPeakUsage: s.realPeak,
