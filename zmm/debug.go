@@ -36,11 +36,15 @@ type debugState struct {
 	// pointers (to name a double free as such).
 	sys   map[uintptr]*sysBlock
 	freed map[uintptr]struct{}
+	// quarantined holds the freed debug slots set aside after damage was
+	// found (slot → bin): free, but on no list, so statistics count them
+	// here.
+	quarantined map[uintptr]uint32
 }
 
 func newDebugState(cfg config) *debugState {
 	return &debugState{out: cfg.leaks, name: cfg.name,
-		sys: map[uintptr]*sysBlock{}, freed: map[uintptr]struct{}{}}
+		sys: map[uintptr]*sysBlock{}, freed: map[uintptr]struct{}{}, quarantined: map[uintptr]uint32{}}
 }
 
 // enter marks the heap busy for the length of a call and panics if another
@@ -204,27 +208,28 @@ func (h *Heap) quarantine(op string, block unsafe.Pointer, blockSize uintptr, wh
 		user, r.Size, resolveSite(uintptr(r.Site)), what)}
 	debugheader.Fill(block, blockSize)
 	s.setLink(uintptr(block), quarantinedLink)
+	h.dbg.quarantined[uintptr(block)] = smallBin(blockSize)
 	panic(err)
 }
 
 // checkedBlock looks p up and verifies its canaries, or panics naming the
 // block, its size, its site and the damage.
-func (h *Heap) checkedBlock(op string, p unsafe.Pointer) (block, *debugheader.Record) {
+func (h *Heap) checkedBlock(op string, addr uintptr) (block, *debugheader.Record) {
 	s := h.st
-	b := s.lookup(op, p)
-	start := debugheader.Block(p)
+	b := s.lookup(op, addr)
+	start := ptr(addr - debugheader.Size)
 	if dmg, ok := debugheader.Check(s.key, start, b.size); !ok {
 		r := debugheader.At(start)
-		fail(ErrCorrupted, op, uintptr(p), "zmm: %s(0x%x): heap corrupted: block 0x%x (%d bytes, allocated at %v): %v",
-			op, uintptr(p), uintptr(p), dmg.Size, resolveSite(uintptr(r.Site)), dmg)
+		fail(ErrCorrupted, op, addr, "zmm: %s(0x%x): heap corrupted: block 0x%x (%d bytes, allocated at %v): %v",
+			op, addr, addr, dmg.Size, resolveSite(uintptr(r.Site)), dmg)
 	}
 	return b, debugheader.At(start)
 }
 
 // debugRelease frees a checked debug block.
-func (h *Heap) debugRelease(b block, p unsafe.Pointer) {
+func (h *Heap) debugRelease(b block, addr uintptr) {
 	s := h.st
-	start := debugheader.Block(p)
+	start := ptr(addr - debugheader.Size)
 	switch b.kind {
 	case kindSmall:
 		debugheader.Fill(start, b.size)
@@ -237,38 +242,38 @@ func (h *Heap) debugRelease(b block, p unsafe.Pointer) {
 }
 
 // freeSpecial is Free for a special heap.
-func (h *Heap) freeSpecial(p unsafe.Pointer) {
+func (h *Heap) freeSpecial(addr uintptr) {
 	d := h.dbg
 	d.enter("Free")
 	defer d.exit()
 	if h.st.mode != ModeChunks {
-		h.sysFree(p, "Free")
+		h.sysFree(addr, "Free")
 		return
 	}
-	b, _ := h.checkedBlock("Free", p)
-	h.debugRelease(b, p)
+	b, _ := h.checkedBlock("Free", addr)
+	h.debugRelease(b, addr)
 }
 
 // reallocSpecial is Realloc for a special heap. It always moves the block,
 // so that a stale pointer to the old one is caught; the new block records
 // the realloc's site, and the first allocation's as its original site.
-func (h *Heap) reallocSpecial(p unsafe.Pointer, size uintptr) unsafe.Pointer {
+func (h *Heap) reallocSpecial(addr uintptr, size uintptr) unsafe.Pointer {
 	d := h.dbg
 	d.enter("Realloc")
 	defer d.exit()
 	s := h.st
 	s.checkOpen("Realloc")
 	site := d.callerSite()
-	if p == nil {
+	if addr == 0 {
 		if s.mode != ModeChunks {
 			return h.sysAlloc(size, "Realloc", site, 0)
 		}
 		return h.debugAlloc(size, "Realloc", site, 0)
 	}
 	if s.mode != ModeChunks {
-		return h.sysRealloc(p, size, site)
+		return h.sysRealloc(addr, size, site)
 	}
-	b, r := h.checkedBlock("Realloc", p)
+	b, r := h.checkedBlock("Realloc", addr)
 	orig, old := uintptr(r.Orig), uintptr(r.Size)
 	if orig == 0 {
 		orig = uintptr(r.Site)
@@ -276,22 +281,22 @@ func (h *Heap) reallocSpecial(p unsafe.Pointer, size uintptr) unsafe.Pointer {
 	peak := s.peak
 	q := h.debugAlloc(size, "Realloc", site, orig)
 	n := min(old, size)
-	copy(unsafe.Slice((*byte)(q), n), unsafe.Slice((*byte)(p), n))
-	h.debugRelease(b, p)
+	copy(unsafe.Slice((*byte)(q), n), unsafe.Slice((*byte)(ptr(addr)), n))
+	h.debugRelease(b, addr)
 	s.peak = max(peak, s.size)
 	return q
 }
 
 // blockSizeSpecial is BlockSize for a special heap: the requested size, so
 // that a write past it is caught.
-func (h *Heap) blockSizeSpecial(p unsafe.Pointer) uintptr {
+func (h *Heap) blockSizeSpecial(addr uintptr) uintptr {
 	d := h.dbg
 	d.enter("BlockSize")
 	defer d.exit()
 	if h.st.mode != ModeChunks {
-		return h.sysLookup(p, "BlockSize").size
+		return h.sysLookup(addr, "BlockSize").size
 	}
-	_, r := h.checkedBlock("BlockSize", p)
+	_, r := h.checkedBlock("BlockSize", addr)
 	return uintptr(r.Size)
 }
 

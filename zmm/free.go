@@ -17,48 +17,51 @@ import (
 // is checked against the process-wide frame table before any chunk header
 // is read, so a bad pointer never faults.
 func (h *Heap) Free(p unsafe.Pointer) {
-	s := h.st
+	// The pointer becomes an integer at once and stays one inside zmm: a
+	// bad value (below 4096, say) held in a pointer variable makes the Go
+	// runtime abort when it copies a growing stack.
 	slot := uintptr(p)
+	s := h.st
 	off := slot & (chunk.Size - 1)
 	// Fast path (zend_mm_free_small): a slot of one of our live chunks (the
 	// own set says so), at the exact start of an element, not already free.
 	// A chunk's base itself has off 0 and map entry 0 is the header's, so
 	// it falls through to the slow path.
 	if s.own[ownSlot(slot)] == slot-off|1 {
-		e := (*chunk.Header)(unsafe.Add(p, -int(off))).Map[off>>chunk.PageShift&(chunk.Pages-1)]
+		e := hdr(slot - off).Map[off>>chunk.PageShift&(chunk.Pages-1)]
 		bin := chunk.EntryBin(e) & 31
 		within := uint32(off&(chunk.PageSize-1)) + chunk.EntryIndex(e)<<chunk.PageShift
 		idx, exact := bins.ElementIndex(bin, within)
-		check := (*uintptr)(unsafe.Add(p, 8))
+		check := (*uintptr)(ptr(slot + 8))
 		if e&chunk.MapKindMask == chunk.MapSmall && exact && idx < bins.Elements[bin] &&
-			*check != *(*uintptr)(p)^s.key^slot {
+			*check != *(*uintptr)(ptr(slot))^s.key^slot {
 			head := s.free[bin]
-			*(*uintptr)(p) = head
+			*(*uintptr)(ptr(slot)) = head
 			*check = head ^ s.key ^ slot
 			s.free[bin] = slot
 			s.size -= uintptr(bins.Size[bin])
 			return
 		}
 	}
-	h.freeSlow(p)
+	h.freeSlow(slot)
 }
 
 //go:noinline
-func (h *Heap) freeSlow(p unsafe.Pointer) {
-	if p == nil {
+func (h *Heap) freeSlow(addr uintptr) {
+	if addr == 0 {
 		return
 	}
 	s := h.st
 	s.checkOpen("Free")
 	if s.special != 0 {
-		h.freeSpecial(p)
+		h.freeSpecial(addr)
 		return
 	}
-	b := s.lookup("Free", p)
+	b := s.lookup("Free", addr)
 	switch b.kind {
 	case kindSmall:
 		s.addOwn(b.c.Base())
-		s.pushFree(uintptr(p), b.bin)
+		s.pushFree(addr, b.bin)
 	case kindLarge:
 		s.freeLarge(b.c, b.page, b.pages)
 	case kindHuge:
@@ -102,8 +105,7 @@ type block struct {
 // In debug mode p is the user pointer, debugheader.Size bytes past the block
 // start; messages name p, and the start of the block it points into as a
 // user pointer too.
-func (s *heapState) lookup(op string, p unsafe.Pointer) block {
-	user := uintptr(p)
+func (s *heapState) lookup(op string, user uintptr) block {
 	addr := user - s.hdr
 	f := chunk.LookupFrame(addr)
 	off := addr & (chunk.Size - 1)
@@ -137,7 +139,7 @@ func (s *heapState) lookup(op string, p unsafe.Pointer) block {
 	default:
 		fail(ErrInvalidPointer, op, user, "zmm: %s(0x%x): invalid pointer (frame %v)", op, user, f)
 	}
-	c := chunk.Of(p)
+	c := hdr(addr - off)
 	page := uint32(off >> chunk.PageShift)
 	e := c.Map[page&(chunk.Pages-1)]
 	switch e & chunk.MapKindMask {
@@ -187,12 +189,13 @@ func (s *heapState) lookup(op string, p unsafe.Pointer) block {
 // In debug, system and guard modes BlockSize is the requested size, so that
 // a write past it is caught.
 func (h *Heap) BlockSize(p unsafe.Pointer) uintptr {
+	addr := uintptr(p)
 	s := h.st
 	s.checkOpen("BlockSize")
 	if s.special != 0 {
-		return h.blockSizeSpecial(p)
+		return h.blockSizeSpecial(addr)
 	}
-	return s.lookup("BlockSize", p).size
+	return s.lookup("BlockSize", addr).size
 }
 
 // pushFree puts a small block that lookup accepted onto its bin's free

@@ -492,6 +492,7 @@ func (h *Heap) Reset() {
 		if s.mode != ModeChunks {
 			h.sysReleaseAll()
 		}
+		clear(d.quarantined)
 	}
 	s.freeAllHuge()
 	for addr := hdr(s.main).Next; addr != s.main; {

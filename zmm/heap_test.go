@@ -75,6 +75,26 @@ func mapped(t testing.TB, addr uintptr) bool {
 	return false
 }
 
+// stillOurs reports whether addr is still mapped and still holds marker.
+// Another mapping of the process may reuse the address at any moment, so
+// "mapped" alone does not prove the old mapping survived; reading through
+// /proc/self/mem fails with EIO, rather than faulting, where nothing is
+// mapped.
+func stillOurs(t testing.TB, addr uintptr, marker uint64) bool {
+	t.Helper()
+	if !mapped(t, addr) {
+		return false
+	}
+	f, err := os.Open("/proc/self/mem")
+	require.NoError(t, err)
+	defer f.Close()
+	var b [8]byte
+	if _, err := f.ReadAt(b[:], int64(addr)); err != nil {
+		return false
+	}
+	return *(*uint64)(unsafe.Pointer(&b)) == marker
+}
+
 func TestEveryBinSizeAndNext(t *testing.T) {
 	h := newHeap(t)
 	for b := 1; b < bins.NumBins; b++ {
@@ -386,10 +406,11 @@ func TestHugeMappingIsReused(t *testing.T) {
 	r := h.Alloc(4 << 20)
 	assert.Equal(t, p, r, "a larger cached mapping is trimmed in place")
 	assert.Equal(t, chunk.Size+hugeSize(4<<20), h.RealUsage())
+	*(*uint64)(r) = 0x4755474755474755
 	h.Free(r)
 	assert.Equal(t, hugeSize(4<<20), h.GC())
 	assert.Equal(t, uintptr(chunk.Size), h.RealUsage())
-	assert.False(t, mapped(t, uintptr(p)), "GC unmapped the cached huge mapping")
+	assert.False(t, stillOurs(t, uintptr(p), 0x4755474755474755), "GC unmapped the cached huge mapping")
 }
 
 func TestGCReturnsEmptyRunsAndChunks(t *testing.T) {
@@ -443,6 +464,7 @@ func TestResetReleasesEverythingAndKeepsChunks(t *testing.T) {
 		ps = append(ps, h.Alloc(40))
 	}
 	huge := h.Alloc(70 << 20) // above the huge cache's bound: unmapped at Reset
+	*(*uint64)(huge) = 0x4755474755474755
 	require.Greater(t, h.Stats().Chunks, 3)
 	h.Reset()
 	assert.Zero(t, h.Usage())
@@ -451,7 +473,7 @@ func TestResetReleasesEverythingAndKeepsChunks(t *testing.T) {
 	assert.Equal(t, 1, st.Chunks)
 	assert.Equal(t, uintptr(1+st.CachedChunks)*chunk.Size, h.RealUsage())
 	assert.Equal(t, h.RealUsage(), h.RealPeakUsage())
-	assert.False(t, mapped(t, uintptr(huge)), "live huge blocks are unmapped at Reset")
+	assert.False(t, stillOurs(t, uintptr(huge), 0x4755474755474755), "live huge blocks are unmapped at Reset")
 
 	e := catch(t, func() { h.Free(ps[len(ps)-1]) })
 	assert.ErrorIs(t, e, zmm.ErrInvalidPointer, "blocks do not survive Reset")
@@ -482,12 +504,14 @@ func TestCloseUnmapsEverything(t *testing.T) {
 	large := h.Alloc(chunk.MaxLargeSize)
 	huge := h.Alloc(10 << 20)
 	h.Free(h.Alloc(3 << 20)) // cached huge
+	const marker = 0x5a4d4d5f434c4f53 // "ZMM_CLOS"
 	for _, p := range []unsafe.Pointer{small, large, huge} {
 		require.True(t, mapped(t, uintptr(p)))
+		*(*uint64)(p) = marker
 	}
 	h.Close()
 	for _, p := range []unsafe.Pointer{small, large, huge} {
-		assert.False(t, mapped(t, uintptr(p)), "0x%x still mapped after Close", p)
+		assert.False(t, stillOurs(t, uintptr(p), marker), "0x%x still mapped after Close", p)
 	}
 	e := catch(t, func() { h.Alloc(10) })
 	assert.ErrorIs(t, e, zmm.ErrClosed)

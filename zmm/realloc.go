@@ -21,23 +21,24 @@ import (
 // Realloc(nil, size) is Alloc(size). A bad p panics as in Free; if the new
 // block cannot be had (memory limit), Realloc panics and p stays valid.
 func (h *Heap) Realloc(p unsafe.Pointer, size uintptr) unsafe.Pointer {
+	addr := uintptr(p) // see Free: untrusted pointers stay integers
 	s := h.st
 	if s.special != 0 {
-		return h.reallocSpecial(p, size)
+		return h.reallocSpecial(addr, size)
 	}
-	if p == nil {
+	if addr == 0 {
 		return h.Alloc(size)
 	}
 	s.checkOpen("Realloc")
-	b := s.lookup("Realloc", p)
+	b := s.lookup("Realloc", addr)
 	switch b.kind {
 	case kindSmall:
 		if size <= bins.MaxSize && smallBin(size) == b.bin {
-			return p
+			return ptr(addr)
 		}
 	case kindLarge:
 		if size > bins.MaxSize && size <= chunk.MaxLargeSize && s.resizeLarge(b, size) {
-			return p
+			return ptr(addr)
 		}
 	case kindHuge:
 		if size > chunk.MaxLargeSize {
@@ -46,7 +47,7 @@ func (h *Heap) Realloc(p unsafe.Pointer, size uintptr) unsafe.Pointer {
 			}
 		}
 	}
-	return h.reallocMove(p, b.size, size)
+	return h.reallocMove(ptr(addr), b.size, size)
 }
 
 // resizeLarge resizes a page run in place if it can (zend_mm_realloc_heap,

@@ -55,13 +55,13 @@ type SnapshotStats struct {
 // Fragmentation counts bytes that are mapped but hold no block, by where
 // they sit.
 type Fragmentation struct {
-	FreePages       uint64 `json:"free_pages"`        // free pages inside live chunks
-	FreeSlots       uint64 `json:"free_slots"`        // free slots inside bin runs
-	RunTails        uint64 `json:"run_tails"`         // bytes at the end of bin runs that fit no slot
-	CachedChunks    uint64 `json:"cached_chunks"`     // empty chunks kept for reuse
-	CachedHuge      uint64 `json:"cached_huge"`       // freed huge mappings kept for reuse
-	ChunkHeaders    uint64 `json:"chunk_headers"`     // page 0 of every live chunk
-	Total           uint64 `json:"total"`             // the sum of the above
+	FreePages       uint64 `json:"free_pages"`         // free pages inside live chunks
+	FreeSlots       uint64 `json:"free_slots"`         // free slots inside bin runs
+	RunTails        uint64 `json:"run_tails"`          // bytes at the end of bin runs that fit no slot
+	CachedChunks    uint64 `json:"cached_chunks"`      // empty chunks kept for reuse
+	CachedHuge      uint64 `json:"cached_huge"`        // freed huge mappings kept for reuse
+	ChunkHeaders    uint64 `json:"chunk_headers"`      // page 0 of every live chunk
+	Total           uint64 `json:"total"`              // the sum of the above
 	UnusedOfRealPct int    `json:"unused_of_real_pct"` // Total as a share of RealUsage, in percent
 }
 
@@ -166,6 +166,12 @@ func (h *Heap) Snapshot() *Snapshot {
 	lists := s.lists()
 	for bin := uint32(0); bin < bins.NumBins; bin++ {
 		for slot := lists[bin]; slot != 0; slot = s.nextFree(bin, slot) {
+			c, first := s.runOf(slot)
+			freeIn[uintptr(c.Page(first))]++
+		}
+	}
+	if h.dbg != nil {
+		for slot := range h.dbg.quarantined {
 			c, first := s.runOf(slot)
 			freeIn[uintptr(c.Page(first))]++
 		}

@@ -145,7 +145,14 @@ func (h *Heap) statsLocked() Stats {
 			n++
 		}
 		st.Bins[b].Free = n
-		st.Bins[b].Used = st.Bins[b].Runs*int(bins.Elements[b]) - n
+	}
+	if h.dbg != nil {
+		for _, b := range h.dbg.quarantined {
+			st.Bins[b&31].Free++
+		}
+	}
+	for b := range st.Bins {
+		st.Bins[b].Used = st.Bins[b].Runs*int(bins.Elements[b]) - st.Bins[b].Free
 	}
 	return st
 }

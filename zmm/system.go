@@ -84,8 +84,7 @@ func (h *Heap) sysAlloc(size uintptr, op string, site, orig uintptr) unsafe.Poin
 }
 
 // sysLookup finds the live block at p or panics saying what p is.
-func (h *Heap) sysLookup(p unsafe.Pointer, op string) *sysBlock {
-	addr := uintptr(p)
+func (h *Heap) sysLookup(addr uintptr, op string) *sysBlock {
 	b, ok := h.dbg.sys[addr]
 	if ok {
 		return b
@@ -111,17 +110,17 @@ func (b *sysBlock) slackDamage(p uintptr) (uintptr, bool) {
 	return 0, false
 }
 
-func (h *Heap) sysFree(p unsafe.Pointer, op string) {
-	b := h.sysLookup(p, op)
-	h.sysCheckSlack(p, b, op)
-	h.sysRelease(uintptr(p), b)
+func (h *Heap) sysFree(addr uintptr, op string) {
+	b := h.sysLookup(addr, op)
+	h.sysCheckSlack(addr, b, op)
+	h.sysRelease(addr, b)
 }
 
 // sysCheckSlack panics if a guard block's slack canary was written.
-func (h *Heap) sysCheckSlack(p unsafe.Pointer, b *sysBlock, op string) {
-	if at, bad := b.slackDamage(uintptr(p)); bad {
-		fail(ErrCorrupted, op, uintptr(p), "zmm: %s(0x%x): heap corrupted: block 0x%x (%d bytes, allocated at %v): a write %d byte(s) past its end (at offset %d of a %d-byte block)",
-			op, uintptr(p), uintptr(p), b.size, resolveSite(b.site), at-b.size+1, at, b.size)
+func (h *Heap) sysCheckSlack(addr uintptr, b *sysBlock, op string) {
+	if at, bad := b.slackDamage(addr); bad {
+		fail(ErrCorrupted, op, addr, "zmm: %s(0x%x): heap corrupted: block 0x%x (%d bytes, allocated at %v): a write %d byte(s) past its end (at offset %d of a %d-byte block)",
+			op, addr, addr, b.size, resolveSite(b.site), at-b.size+1, at, b.size)
 	}
 }
 
@@ -139,19 +138,19 @@ func (h *Heap) sysRelease(addr uintptr, b *sysBlock) {
 	}
 }
 
-func (h *Heap) sysRealloc(p unsafe.Pointer, size uintptr, site uintptr) unsafe.Pointer {
+func (h *Heap) sysRealloc(addr uintptr, size uintptr, site uintptr) unsafe.Pointer {
 	s := h.st
-	b := h.sysLookup(p, "Realloc")
+	b := h.sysLookup(addr, "Realloc")
 	orig := b.orig
 	if orig == 0 {
 		orig = b.site
 	}
-	h.sysCheckSlack(p, b, "Realloc") // before the new block exists
+	h.sysCheckSlack(addr, b, "Realloc") // before the new block exists
 	peak := s.peak
 	q := h.sysAlloc(size, "Realloc", site, orig)
 	n := min(b.size, size)
-	copy(unsafe.Slice((*byte)(q), n), unsafe.Slice((*byte)(p), n))
-	h.sysRelease(uintptr(p), b)
+	copy(unsafe.Slice((*byte)(q), n), unsafe.Slice((*byte)(ptr(addr)), n))
+	h.sysRelease(addr, b)
 	s.peak = max(peak, s.size)
 	return q
 }
