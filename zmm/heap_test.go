@@ -503,7 +503,7 @@ func TestCloseUnmapsEverything(t *testing.T) {
 	small := h.Alloc(100)
 	large := h.Alloc(chunk.MaxLargeSize)
 	huge := h.Alloc(10 << 20)
-	h.Free(h.Alloc(3 << 20)) // cached huge
+	h.Free(h.Alloc(3 << 20))          // cached huge
 	const marker = 0x5a4d4d5f434c4f53 // "ZMM_CLOS"
 	for _, p := range []unsafe.Pointer{small, large, huge} {
 		require.True(t, mapped(t, uintptr(p)))
