@@ -1,0 +1,319 @@
+// Package replay replays allocation traces (bench/trace) on allocators with
+// the semantics of TRACE_FORMAT.md, so that results compare across them:
+//
+//   - the trace is in memory before the replay starts; only the replay loop
+//     is timed;
+//   - alloc and realloc write the block's id into its first 8 bytes (when it
+//     has 8) and 0xAB into its last byte; free checks the id and counts the
+//     blocks that lost it (Mismatches: a correct allocator has none);
+//   - a request end releases every live block: zmm resets its heap in one
+//     call, Go drops its references.
+//
+// A replayer never crashes on a bad trace: Read has validated the traces it
+// returns, and the replay checks every id again, returning an error naming
+// the record.
+package replay
+
+import (
+	"fmt"
+	"runtime"
+	"time"
+	"unsafe"
+
+	"github.com/gozmm/zmm/bench/trace"
+	"github.com/gozmm/zmm/zmm"
+)
+
+// Result is what a replay measured.
+type Result struct {
+	// Ops is the number of records replayed, request ends included.
+	Ops int `json:"ops"`
+	// Duration is the time of the replay loop (hooks excluded).
+	Duration time.Duration `json:"duration_ns"`
+	NsPerOp  float64       `json:"ns_per_op"`
+	// Mismatches counts the freed blocks whose first 8 bytes no longer
+	// held their id.
+	Mismatches int `json:"mismatches"`
+	// PeakUsage and RealPeakUsage are the allocator's own peaks, the
+	// highest over the requests (zmm only; 0 for Go).
+	PeakUsage     uint64 `json:"peak_usage"`
+	RealPeakUsage uint64 `json:"real_peak_usage"`
+	// Requests is the number of requests: the request ends, plus one if
+	// records follow the last of them.
+	Requests int `json:"requests"`
+	// GCCycles and GCPauseNs are the Go garbage collections during the
+	// replay and their total stop-the-world pause.
+	GCCycles  uint32 `json:"gc_cycles"`
+	GCPauseNs uint64 `json:"gc_pause_ns"`
+}
+
+func (r Result) String() string {
+	return fmt.Sprintf("%d ops in %v (%.1f ns/op), %d requests, peak %d B, real peak %d B, %d mismatches, %d GC cycles (%v pause)",
+		r.Ops, r.Duration.Round(time.Microsecond), r.NsPerOp, r.Requests, r.PeakUsage, r.RealPeakUsage,
+		r.Mismatches, r.GCCycles, time.Duration(r.GCPauseNs))
+}
+
+// Hooks are optional calls into a replay.
+type Hooks struct {
+	// Progress is called now and then with the records done and the
+	// total, and once at the end.
+	Progress func(done, total int)
+	// AtRequestEnd is called at each request end before the heap is reset,
+	// with the request's number (from 1) and whether it is the trace's
+	// last record. A caller uses it to look at the heap (a snapshot, the
+	// statistics); its time is not counted.
+	AtRequestEnd func(request int, last bool)
+	// FreeAtEnd makes each request end free the trace's live blocks one
+	// by one (checking them) before the reset, so that a debug heap's
+	// leak report at Reset lists only blocks the trace does not own.
+	FreeAtEnd bool
+}
+
+// progressEvery is how many records pass between progress calls at most.
+const progressEvery = 1 << 14
+
+// Zmm replays t on h (see the package doc); progress may be nil. At the
+// end, blocks of a last request without a request end are still live in
+// h. On an error (a bad record, or a *zmm.Error such as the memory limit)
+// the replay stops, and the error names the record; h may hold live blocks
+// then, which h.Reset releases.
+func Zmm(h *zmm.Heap, t *trace.Trace, progress func(done, total int)) (Result, error) {
+	return ZmmHooks(h, t, Hooks{Progress: progress})
+}
+
+// zblock is a slot of the live table: the block is live when gen is the
+// current request's generation, so that a request end clears nothing.
+type zblock struct {
+	p    unsafe.Pointer
+	size uint64
+	gen  uint32
+}
+
+// ZmmHooks is Zmm with hooks.
+func ZmmHooks(h *zmm.Heap, t *trace.Trace, hooks Hooks) (Result, error) {
+	z := &zmmRun{h: h, recs: t.Records, hooks: hooks, gen: 1}
+	z.ix = newIndex(z.recs)
+	z.live = make([]zblock, z.ix.n)
+	z.res.Requests = countRequests(z.recs)
+
+	var before runtime.MemStats
+	runtime.ReadMemStats(&before)
+	start := time.Now()
+	err := zmm.Try(z.loop)
+	z.res.Duration = time.Since(start) - z.hookTime
+	if z.bad != nil {
+		return z.res, z.bad
+	}
+	if err != nil {
+		if z.i < len(z.recs) {
+			err = fmt.Errorf("replay: record %d (%v): %w", z.i, z.recs[z.i], err)
+		}
+		return z.res, err
+	}
+	z.res.PeakUsage = max(z.res.PeakUsage, uint64(h.PeakUsage()))
+	z.res.RealPeakUsage = max(z.res.RealPeakUsage, uint64(h.RealPeakUsage()))
+	finish(&z.res, &before, len(z.recs), hooks.Progress)
+	return z.res, nil
+}
+
+// zmmRun is the state of a replay on a zmm heap. Its loop is a method of
+// its own so that a debug heap names it as the allocation site of the
+// trace's blocks.
+type zmmRun struct {
+	h        *zmm.Heap
+	recs     []trace.Record
+	hooks    Hooks
+	ix       *index
+	live     []zblock
+	liveIDs  []int32 // for FreeAtEnd: the slots allocated in this request
+	gen      uint32
+	i        int // the record being replayed
+	bad      error
+	hookTime time.Duration
+	res      Result
+}
+
+func (z *zmmRun) loop() {
+	h, recs, live, hooks := z.h, z.recs, z.live, &z.hooks
+	request := 0
+	for ; z.i < len(recs); z.i++ {
+		i := z.i
+		r := &recs[i]
+		if hooks.Progress != nil && i%progressEvery == 0 && i > 0 {
+			hooks.Progress(i, len(recs))
+		}
+		if r.Op == trace.OpRequestEnd {
+			request++
+			z.requestEnd(request, i == len(recs)-1)
+			continue
+		}
+		k, ok := z.ix.slot(i, r.ID)
+		if !ok {
+			z.bad = fmt.Errorf("replay: record %d (%v): id out of range", i, *r)
+			return
+		}
+		b := &live[k]
+		switch r.Op {
+		case trace.OpAlloc:
+			if b.gen == z.gen {
+				z.bad = fmt.Errorf("replay: record %d (%v): id %d is already live", i, *r, r.ID)
+				return
+			}
+			b.p, b.size, b.gen = h.Alloc(uintptr(r.Size)), r.Size, z.gen
+			mark(b.p, r.Size, r.ID)
+			if hooks.FreeAtEnd {
+				z.liveIDs = append(z.liveIDs, k)
+			}
+		case trace.OpFree:
+			if b.gen != z.gen {
+				z.bad = fmt.Errorf("replay: record %d (%v): id %d is not live", i, *r, r.ID)
+				return
+			}
+			if b.size >= 8 && *(*uint64)(b.p) != stamp(r.ID, b.size) {
+				z.res.Mismatches++
+			}
+			h.Free(b.p)
+			b.gen = 0
+		case trace.OpRealloc:
+			if b.gen != z.gen {
+				z.bad = fmt.Errorf("replay: record %d (%v): id %d is not live", i, *r, r.ID)
+				return
+			}
+			b.p, b.size = h.Realloc(b.p, uintptr(r.Size)), r.Size
+			mark(b.p, r.Size, r.ID)
+		default:
+			z.bad = fmt.Errorf("replay: record %d: unknown op %d", i, uint8(r.Op))
+			return
+		}
+	}
+}
+
+// requestEnd reads the peaks, calls the hook, and releases the request's
+// blocks: one by one first with FreeAtEnd, then with one Reset.
+func (z *zmmRun) requestEnd(request int, last bool) {
+	h := z.h
+	z.res.PeakUsage = max(z.res.PeakUsage, uint64(h.PeakUsage()))
+	z.res.RealPeakUsage = max(z.res.RealPeakUsage, uint64(h.RealPeakUsage()))
+	if z.hooks.AtRequestEnd != nil {
+		t0 := time.Now()
+		z.hooks.AtRequestEnd(request, last)
+		z.hookTime += time.Since(t0)
+	}
+	if z.hooks.FreeAtEnd {
+		for _, k := range z.liveIDs {
+			if b := &z.live[k]; b.gen == z.gen {
+				if b.size >= 8 && *(*uint64)(b.p) != stamp(z.ix.idOf(k), b.size) {
+					z.res.Mismatches++
+				}
+				h.Free(b.p)
+				b.gen = 0
+			}
+		}
+		z.liveIDs = z.liveIDs[:0]
+	}
+	h.Reset()
+	z.gen++
+}
+
+// mark writes the id into the first 8 bytes and 0xAB into the last byte.
+// zmm's blocks are 8-byte aligned.
+//
+// In a block of exactly 8 bytes the last byte is the id's top byte, so
+// the first 8 bytes then hold stamp(id, 8), not the id: that is what free
+// checks for.
+func mark(p unsafe.Pointer, size uint64, id uint32) {
+	if size >= 8 {
+		*(*uint64)(p) = uint64(id)
+	}
+	if size > 0 {
+		*(*byte)(unsafe.Add(p, size-1)) = 0xAB
+	}
+}
+
+// stamp is what the first 8 bytes of a block of size >= 8 hold after mark.
+func stamp(id uint32, size uint64) uint64 {
+	if size == 8 {
+		return uint64(id) | 0xAB<<56
+	}
+	return uint64(id)
+}
+
+func finish(res *Result, before *runtime.MemStats, n int, progress func(done, total int)) {
+	var after runtime.MemStats
+	runtime.ReadMemStats(&after)
+	res.Ops = n
+	if n > 0 {
+		res.NsPerOp = float64(res.Duration.Nanoseconds()) / float64(n)
+	}
+	res.GCCycles = after.NumGC - before.NumGC
+	res.GCPauseNs = after.PauseTotalNs - before.PauseTotalNs
+	if progress != nil {
+		progress(n, n)
+	}
+}
+
+func countRequests(recs []trace.Record) int {
+	n := 0
+	for _, r := range recs {
+		if r.Op == trace.OpRequestEnd {
+			n++
+		}
+	}
+	if len(recs) > 0 && recs[len(recs)-1].Op != trace.OpRequestEnd {
+		n++
+	}
+	return n
+}
+
+// index maps ids to slots of the live table. Ids are small and dense in a
+// trace that follows the format, and are their own slots; a trace with
+// sparse ids gets them renumbered, before the timed loop, so that the
+// table stays as small as the trace.
+type index struct {
+	n     int
+	remap []int32  // per record, its slot; nil when ids are slots
+	ids   []uint32 // per slot, its id, when remapped
+}
+
+func newIndex(recs []trace.Record) *index {
+	maxID := -1
+	for _, r := range recs {
+		if r.Op != trace.OpRequestEnd {
+			maxID = max(maxID, int(r.ID))
+		}
+	}
+	if maxID < 2*len(recs)+1024 {
+		return &index{n: maxID + 1}
+	}
+	ix := &index{remap: make([]int32, len(recs))}
+	slots := map[uint32]int32{}
+	for i, r := range recs {
+		if r.Op == trace.OpRequestEnd {
+			continue
+		}
+		k, ok := slots[r.ID]
+		if !ok {
+			k = int32(len(ix.ids))
+			slots[r.ID] = k
+			ix.ids = append(ix.ids, r.ID)
+		}
+		ix.remap[i] = k
+	}
+	ix.n = len(ix.ids)
+	return ix
+}
+
+// slot returns the slot of record i's id.
+func (ix *index) slot(i int, id uint32) (int32, bool) {
+	if ix.remap != nil {
+		return ix.remap[i], true
+	}
+	return int32(id), int(id) < ix.n
+}
+
+func (ix *index) idOf(k int32) uint32 {
+	if ix.remap != nil {
+		return ix.ids[k]
+	}
+	return uint32(k)
+}

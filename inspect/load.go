@@ -1,0 +1,195 @@
+package inspect
+
+import (
+	"bufio"
+	"bytes"
+	"compress/gzip"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"path"
+	"strings"
+	"time"
+
+	"github.com/gozmm/zmm/zmm"
+)
+
+// LoadTimeout bounds how long Load waits for a URL.
+var LoadTimeout = 10 * time.Second
+
+// maxSnapshotBytes bounds what Load reads: a snapshot listing every block
+// of a large debug heap is big, but not this big.
+const maxSnapshotBytes = 1 << 30
+
+// Load reads a snapshot from src: a file holding the JSON (gzipped or not),
+// or an http(s) URL: the handler's snapshot page, or its index
+// (http://host/debug/zmm/, whose heap= parameter is kept), to which
+// "snapshot" is added. It rejects a missing file, an unreachable URL, a
+// status other than 200, bad JSON, a snapshot of another version and a
+// snapshot whose chunk maps do not add up, each with an error saying so.
+func Load(src string) (*zmm.Snapshot, error) {
+	if strings.HasPrefix(src, "http://") || strings.HasPrefix(src, "https://") {
+		return loadURL(src)
+	}
+	f, err := os.Open(src)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("%s: no such file", src)
+		}
+		return nil, err
+	}
+	defer f.Close()
+	s, err := Decode(f)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", src, err)
+	}
+	return s, nil
+}
+
+// SnapshotURL turns the URL of the handler's index, or of any of its
+// pages, into the URL of its snapshot page, keeping the query.
+func SnapshotURL(src string) (string, error) {
+	u, err := url.Parse(src)
+	if err != nil {
+		return "", fmt.Errorf("bad URL %q: %v", src, err)
+	}
+	if u.Host == "" {
+		return "", fmt.Errorf("bad URL %q: no host", src)
+	}
+	switch p := u.Path; {
+	case p == "" || strings.HasSuffix(p, "/"):
+		u.Path = p + "snapshot"
+		if p == "" {
+			u.Path = "/debug/zmm/snapshot"
+		}
+	case path.Base(p) == "snapshot":
+	case path.Base(p) == "profile":
+		u.Path = path.Dir(p) + "/snapshot"
+	default:
+		u.Path = p + "/snapshot"
+	}
+	return u.String(), nil
+}
+
+func loadURL(src string) (*zmm.Snapshot, error) {
+	target, err := SnapshotURL(src)
+	if err != nil {
+		return nil, err
+	}
+	client := &http.Client{Timeout: LoadTimeout}
+	resp, err := client.Get(target)
+	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return nil, fmt.Errorf("%s: unreachable: %v", target, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		line, _, _ := strings.Cut(strings.TrimSpace(string(msg)), "\n")
+		if line != "" {
+			line = ": " + line
+		}
+		return nil, fmt.Errorf("%s: %s%s", target, resp.Status, line)
+	}
+	s, err := Decode(resp.Body)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", target, err)
+	}
+	return s, nil
+}
+
+// Decode reads a snapshot's JSON (gzipped or not) from r and checks it as
+// Load does.
+func Decode(r io.Reader) (*zmm.Snapshot, error) {
+	br := bufio.NewReader(io.LimitReader(r, maxSnapshotBytes))
+	if magic, _ := br.Peek(2); bytes.Equal(magic, []byte{0x1f, 0x8b}) {
+		zr, err := gzip.NewReader(br)
+		if err != nil {
+			return nil, fmt.Errorf("not a snapshot: %v", err)
+		}
+		defer zr.Close()
+		br = bufio.NewReader(io.LimitReader(zr, maxSnapshotBytes))
+	}
+	var probe struct {
+		Version *int `json:"version"`
+	}
+	data, err := io.ReadAll(br)
+	if err != nil {
+		return nil, fmt.Errorf("reading the snapshot: %v", err)
+	}
+	if err := json.Unmarshal(data, &probe); err != nil {
+		return nil, fmt.Errorf("not a snapshot: bad JSON: %v", jsonError(data, err))
+	}
+	switch {
+	case probe.Version == nil:
+		return nil, fmt.Errorf("not a snapshot: no \"version\" field")
+	case *probe.Version != zmm.SnapshotVersion:
+		return nil, fmt.Errorf("unsupported snapshot version %d (this program reads version %d)", *probe.Version, zmm.SnapshotVersion)
+	}
+	var s zmm.Snapshot
+	if err := json.Unmarshal(data, &s); err != nil {
+		return nil, fmt.Errorf("bad snapshot: %v", jsonError(data, err))
+	}
+	if err := Validate(&s); err != nil {
+		return nil, err
+	}
+	return &s, nil
+}
+
+// jsonError adds the line and column to a syntax error.
+func jsonError(data []byte, err error) error {
+	var se *json.SyntaxError
+	if errors.As(err, &se) && se.Offset <= int64(len(data)) {
+		before := data[:se.Offset]
+		line := bytes.Count(before, []byte("\n")) + 1
+		col := len(before) - bytes.LastIndexByte(before, '\n')
+		return fmt.Errorf("line %d, column %d: %v", line, col, err)
+	}
+	return err
+}
+
+// Validate checks what the reports rely on: the geometry, the bins, and
+// that every chunk's runs tile its pages in order.
+func Validate(s *zmm.Snapshot) error {
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("bad snapshot: "+format, args...)
+	}
+	if s.PageSize == 0 || s.ChunkSize == 0 || s.ChunkSize%s.PageSize != 0 || s.ChunkSize/s.PageSize > 1<<16 {
+		return bad("page size %d and chunk size %d do not fit", s.PageSize, s.ChunkSize)
+	}
+	pages := uint32(s.ChunkSize / s.PageSize)
+	for i, b := range s.Bins {
+		if b.Bin != i {
+			return bad("bins[%d] is bin %d", i, b.Bin)
+		}
+	}
+	for _, c := range s.Chunks {
+		next := uint32(0)
+		for _, r := range c.Runs {
+			if r.Start != next || r.Pages == 0 || r.Pages > pages-r.Start {
+				return bad("chunk 0x%x: run at page %d of %d pages does not follow page %d within %d pages", c.Addr, r.Start, r.Pages, next, pages)
+			}
+			switch r.Kind {
+			case "header", "free", "large":
+			case "small":
+				if r.Bin < 0 || r.Bin >= len(s.Bins) {
+					return bad("chunk 0x%x: run at page %d has bin %d of %d", c.Addr, r.Start, r.Bin, len(s.Bins))
+				}
+			default:
+				return bad("chunk 0x%x: run at page %d has unknown kind %q", c.Addr, r.Start, r.Kind)
+			}
+			next = r.Start + r.Pages
+		}
+		if next != pages && len(c.Runs) > 0 {
+			return bad("chunk 0x%x: runs end at page %d of %d", c.Addr, next, pages)
+		}
+	}
+	return nil
+}
