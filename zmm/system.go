@@ -32,6 +32,16 @@ type sysBlock struct {
 
 const guardSlackByte = 0xA7
 
+// data returns the block's bytes as a pointer. A system-mode block is Go
+// memory: its pointer must come from its slice, not from an integer
+// (checkptr, on under -race, rejects Go pointers made from integers).
+func (b *sysBlock) data(addr uintptr) unsafe.Pointer {
+	if b.buf != nil {
+		return unsafe.Pointer(unsafe.SliceData(b.buf))
+	}
+	return ptr(addr)
+}
+
 // classOf is the class size a block of size bytes has in chunk mode.
 func classOf(op string, size uintptr) uintptr {
 	switch {
@@ -149,7 +159,7 @@ func (h *Heap) sysRealloc(addr uintptr, size uintptr, site uintptr) unsafe.Point
 	peak := s.peak
 	q := h.sysAlloc(size, "Realloc", site, orig)
 	n := min(b.size, size)
-	copy(unsafe.Slice((*byte)(q), n), unsafe.Slice((*byte)(ptr(addr)), n))
+	copy(unsafe.Slice((*byte)(q), n), unsafe.Slice((*byte)(b.data(addr)), n))
 	h.sysRelease(addr, b)
 	s.peak = max(peak, s.size)
 	return q
