@@ -2,8 +2,8 @@ package inspect
 
 import "fmt"
 
-// formatBytes writes n with a binary unit: 512 B, 4.0 KiB, 2.0 MiB.
-func formatBytes(n uint64) string {
+// FormatBytes writes n with a binary unit: 512 B, 4.0 KiB, 2.0 MiB.
+func FormatBytes(n uint64) string {
 	const unit = 1024
 	if n < unit {
 		return fmt.Sprintf("%d B", n)

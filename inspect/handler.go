@@ -150,7 +150,7 @@ func serveIndex(w http.ResponseWriter, r *http.Request) {
 			if s.Debug {
 				row.Mode += ", debug"
 			}
-			row.Usage, row.Peak, row.Real = formatBytes(s.Stats.Usage), formatBytes(s.Stats.PeakUsage), formatBytes(s.Stats.RealUsage)
+			row.Usage, row.Peak, row.Real = FormatBytes(s.Stats.Usage), FormatBytes(s.Stats.PeakUsage), FormatBytes(s.Stats.RealUsage)
 			row.Chunks = s.Stats.Chunks
 			row.HasBlocks = s.Debug || s.Mode != "chunks"
 			row.Blocks = len(s.Blocks)

@@ -528,7 +528,7 @@ func TestProfileEmpty(t *testing.T) {
 
 func TestFormatBytes(t *testing.T) {
 	for n, want := range map[uint64]string{0: "0 B", 1023: "1023 B", 1024: "1.0 KiB", 1536: "1.5 KiB", 2 << 20: "2.0 MiB", 3 << 30: "3.0 GiB"} {
-		assert.Equal(t, want, formatBytes(n))
+		assert.Equal(t, want, FormatBytes(n))
 	}
 	for n, want := range map[uint64]string{64: "64B", 4100: "4100B", 12288: "12KiB", 4 << 20: "4MiB"} {
 		assert.Equal(t, want, shortSize(n))

@@ -369,43 +369,31 @@ func (h *Heap) Check() error {
 	if !s.debug {
 		return checkResult(probs)
 	}
-	main := hdr(s.main)
-	for c := main; ; {
-		for i := uint32(chunk.FirstPage); i < chunk.Pages; {
-			e := c.Map[i]
-			switch e & chunk.MapKindMask {
-			case chunk.MapSmall:
-				b := chunk.EntryBin(e) & 31
-				size := uintptr(bins.Size[b])
-				run := uintptr(c.Page(i))
-				for k := uintptr(0); k < uintptr(bins.Elements[b]); k++ {
-					slot := run + k*size
-					if reported[slot] {
-						continue
-					}
-					if free[slot] || s.isFreeSlot(slot) {
-						if at, bad := debugheader.CheckFill(ptr(slot), size); bad {
-							r := debugheader.At(ptr(slot))
-							probs = append(probs, Problem{Addr: slot + s.hdr, Size: uintptr(r.Size), Site: resolveSite(uintptr(r.Site)),
-								What: fmt.Sprintf("freed, and byte %d of it was written after it was freed", at-debugheader.Size)})
-						}
-						continue
-					}
-					probs = h.checkLive(probs, ptr(slot), size)
+	s.eachRun(func(c *chunk.Header, page, n, e uint32) {
+		switch e & chunk.MapKindMask {
+		case chunk.MapSmall:
+			b := chunk.EntryBin(e) & 31
+			size := uintptr(bins.Size[b])
+			run := uintptr(c.Page(page))
+			for k := uintptr(0); k < uintptr(bins.Elements[b]); k++ {
+				slot := run + k*size
+				if reported[slot] {
+					continue
 				}
-				i += bins.Pages[b]
-			case chunk.MapLarge:
-				n := chunk.EntryPages(e)
-				probs = h.checkLive(probs, c.Page(i), uintptr(n)*chunk.PageSize)
-				i += n
-			default:
-				i++
+				if free[slot] || s.isFreeSlot(slot) {
+					if at, bad := debugheader.CheckFill(ptr(slot), size); bad {
+						r := debugheader.At(ptr(slot))
+						probs = append(probs, Problem{Addr: slot + s.hdr, Size: uintptr(r.Size), Site: resolveSite(uintptr(r.Site)),
+							What: fmt.Sprintf("freed, and byte %d of it was written after it was freed", at-debugheader.Size)})
+					}
+					continue
+				}
+				probs = h.checkLive(probs, ptr(slot), size)
 			}
+		case chunk.MapLarge:
+			probs = h.checkLive(probs, c.Page(page), uintptr(n)*chunk.PageSize)
 		}
-		if c = hdr(c.Next); c == main {
-			break
-		}
-	}
+	})
 	for i := uint32(0); i < s.huge.n; i++ {
 		r := s.huge.at(i)
 		probs = h.checkLive(probs, ptr(r.addr), r.size)
@@ -471,32 +459,21 @@ func (h *Heap) leaks() []Leak {
 	for i := uint32(0); i < s.huge.n; i++ { // huge blocks first, as the Zend MM
 		add(ptr(s.huge.at(i).addr))
 	}
-	main := hdr(s.main)
-	for c := main; ; {
-		for i := uint32(chunk.FirstPage); i < chunk.Pages; {
-			e := c.Map[i]
-			switch e & chunk.MapKindMask {
-			case chunk.MapSmall:
-				b := chunk.EntryBin(e) & 31
-				size := uintptr(bins.Size[b])
-				run := uintptr(c.Page(i))
-				for k := uintptr(0); k < uintptr(bins.Elements[b]); k++ {
-					if !s.isFreeSlot(run + k*size) {
-						add(ptr(run + k*size))
-					}
+	s.eachRun(func(c *chunk.Header, page, n, e uint32) {
+		switch e & chunk.MapKindMask {
+		case chunk.MapSmall:
+			b := chunk.EntryBin(e) & 31
+			size := uintptr(bins.Size[b])
+			run := uintptr(c.Page(page))
+			for k := uintptr(0); k < uintptr(bins.Elements[b]); k++ {
+				if !s.isFreeSlot(run + k*size) {
+					add(ptr(run + k*size))
 				}
-				i += bins.Pages[b]
-			case chunk.MapLarge:
-				add(c.Page(i))
-				i += chunk.EntryPages(e)
-			default:
-				i++
 			}
+		case chunk.MapLarge:
+			add(c.Page(page))
 		}
-		if c = hdr(c.Next); c == main {
-			break
-		}
-	}
+	})
 	return out
 }
 

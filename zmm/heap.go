@@ -277,6 +277,36 @@ func (s *heapState) dropOwn(base uintptr) {
 	}
 }
 
+// eachRun calls f for every run of every live chunk, the main chunk first
+// and pages in order: a small run (e is its first page's entry, n its
+// pages), a large run (e its MapLarge entry), or a stretch of n free pages
+// (e == MapFree). Page 0 is skipped. f must not change the chunk ring.
+func (s *heapState) eachRun(f func(c *chunk.Header, page, n, e uint32)) {
+	main := hdr(s.main)
+	for c := main; ; {
+		for i := uint32(chunk.FirstPage); i < chunk.Pages; {
+			e := c.Map[i]
+			var n uint32
+			switch e & chunk.MapKindMask {
+			case chunk.MapSmall:
+				n = bins.Pages[chunk.EntryBin(e)&31]
+			case chunk.MapLarge:
+				n = chunk.EntryPages(e)
+			case chunk.MapFree:
+				for n = 1; i+n < chunk.Pages && c.Map[i+n] == chunk.MapFree; n++ {
+				}
+			default: // a later page of a large run, seen only if the map is damaged
+				n = 1
+			}
+			f(c, i, n, e)
+			i += n
+		}
+		if c = hdr(c.Next); c == main {
+			return
+		}
+	}
+}
+
 // ptr turns an address of mapped memory into a pointer.
 func ptr(addr uintptr) unsafe.Pointer { return unsafe.Add(nil, addr) }
 

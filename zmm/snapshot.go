@@ -176,40 +176,25 @@ func (h *Heap) Snapshot() *Snapshot {
 			freeIn[uintptr(c.Page(first))]++
 		}
 	}
-	main := hdr(s.main)
-	for c := main; ; {
-		cs := ChunkSnapshot{Addr: uint64(c.Base()), Num: c.Num, FreePages: c.FreePages,
-			Runs: []RunSnapshot{{Start: 0, Pages: 1, Kind: "header"}}}
-		fr.FreePages += uint64(c.FreePages) * chunk.PageSize
-		fr.ChunkHeaders += chunk.PageSize
-		for i := uint32(chunk.FirstPage); i < chunk.Pages; {
-			e := c.Map[i]
-			switch e & chunk.MapKindMask {
-			case chunk.MapSmall:
-				b := chunk.EntryBin(e) & 31
-				used := int(bins.Elements[b]) - freeIn[uintptr(c.Page(i))]
-				cs.Runs = append(cs.Runs, RunSnapshot{Start: i, Pages: bins.Pages[b], Kind: "small", Bin: int(b), Used: used})
-				i += bins.Pages[b]
-			case chunk.MapLarge:
-				n := chunk.EntryPages(e)
-				cs.Runs = append(cs.Runs, RunSnapshot{Start: i, Pages: n, Kind: "large"})
-				i += n
-			default:
-				start := i
-				for i < chunk.Pages && c.Map[i] == chunk.MapFree {
-					i++
-				}
-				if i == start { // a stray interior entry: show it, move on
-					i++
-				}
-				cs.Runs = append(cs.Runs, RunSnapshot{Start: start, Pages: i - start, Kind: "free"})
-			}
+	s.eachRun(func(c *chunk.Header, page, n, e uint32) {
+		if page == chunk.FirstPage { // the walk enters the next chunk
+			snap.Chunks = append(snap.Chunks, ChunkSnapshot{Addr: uint64(c.Base()), Num: c.Num, FreePages: c.FreePages,
+				Runs: []RunSnapshot{{Start: 0, Pages: 1, Kind: "header"}}})
+			fr.FreePages += uint64(c.FreePages) * chunk.PageSize
+			fr.ChunkHeaders += chunk.PageSize
 		}
-		snap.Chunks = append(snap.Chunks, cs)
-		if c = hdr(c.Next); c == main {
-			break
+		cs := &snap.Chunks[len(snap.Chunks)-1]
+		switch e & chunk.MapKindMask {
+		case chunk.MapSmall:
+			b := chunk.EntryBin(e) & 31
+			used := int(bins.Elements[b]) - freeIn[uintptr(c.Page(page))]
+			cs.Runs = append(cs.Runs, RunSnapshot{Start: page, Pages: n, Kind: "small", Bin: int(b), Used: used})
+		case chunk.MapLarge:
+			cs.Runs = append(cs.Runs, RunSnapshot{Start: page, Pages: n, Kind: "large"})
+		default:
+			cs.Runs = append(cs.Runs, RunSnapshot{Start: page, Pages: n, Kind: "free"})
 		}
-	}
+	})
 	for addr := s.cached; addr != 0; addr = hdr(addr).Next {
 		snap.CachedChunks = append(snap.CachedChunks, uint64(addr))
 		fr.CachedChunks += chunk.Size

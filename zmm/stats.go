@@ -119,25 +119,11 @@ func (h *Heap) statsLocked() Stats {
 	for b := range st.Bins {
 		st.Bins[b] = BinStats{Size: bins.Size[b], Elements: bins.Elements[b], Pages: bins.Pages[b]}
 	}
-	main := hdr(s.main)
-	for c := main; ; {
-		for i := uint32(chunk.FirstPage); i < chunk.Pages; {
-			e := c.Map[i]
-			switch e & chunk.MapKindMask {
-			case chunk.MapSmall:
-				b := chunk.EntryBin(e) & 31
-				st.Bins[b].Runs++
-				i += bins.Pages[b]
-			case chunk.MapLarge:
-				i += chunk.EntryPages(e)
-			default:
-				i++
-			}
+	s.eachRun(func(c *chunk.Header, page, n, e uint32) {
+		if e&chunk.MapKindMask == chunk.MapSmall {
+			st.Bins[chunk.EntryBin(e)&31].Runs++
 		}
-		if c = hdr(c.Next); c == main {
-			break
-		}
-	}
+	})
 	lists := s.lists()
 	for b := uint32(0); b < bins.NumBins; b++ {
 		n := 0

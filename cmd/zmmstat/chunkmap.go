@@ -11,6 +11,7 @@ import (
 	"math"
 	"strings"
 
+	"github.com/gozmm/zmm/inspect"
 	"github.com/gozmm/zmm/zmm"
 )
 
@@ -124,7 +125,7 @@ func layoutMap(s *zmm.Snapshot) *mapDrawing {
 		hugeBytes += h.Size
 	}
 	d.text(x0, y, fmt.Sprintf("usage %s, real %s, %d chunk(s), %d huge (%s)",
-		human(s.Stats.Usage), human(s.Stats.RealUsage), len(s.Chunks), len(s.Huge), human(hugeBytes)), colDim)
+		inspect.FormatBytes(s.Stats.Usage), inspect.FormatBytes(s.Stats.RealUsage), len(s.Chunks), len(s.Huge), inspect.FormatBytes(hugeBytes)), colDim)
 	y += lineHeight + 10
 
 	present := map[int]bool{}
@@ -148,7 +149,7 @@ func layoutMap(s *zmm.Snapshot) *mapDrawing {
 			case "header":
 				col, title = colHeader, title+"chunk header"
 			case "large":
-				col, title = colLarge, title+fmt.Sprintf("large run, %s", human(uint64(r.Pages)*s.PageSize))
+				col, title = colLarge, title+fmt.Sprintf("large run, %s", inspect.FormatBytes(uint64(r.Pages)*s.PageSize))
 			case "small":
 				col = binColour(r.Bin, r.Used == 0)
 				present[r.Bin] = true
@@ -172,7 +173,7 @@ func layoutMap(s *zmm.Snapshot) *mapDrawing {
 		y += rows*cellPitch + 14
 	}
 	if len(s.Huge) > 0 {
-		d.text(x0, y, fmt.Sprintf("huge blocks (a mapping each): %d, %s", len(s.Huge), human(hugeBytes)), colText)
+		d.text(x0, y, fmt.Sprintf("huge blocks (a mapping each): %d, %s", len(s.Huge), inspect.FormatBytes(hugeBytes)), colText)
 		y += lineHeight
 	}
 	if n := len(s.CachedChunks) + len(s.CachedHuge); n > 0 {
@@ -190,7 +191,7 @@ func layoutMap(s *zmm.Snapshot) *mapDrawing {
 	}
 	d.text(lx, ly, "one cell = one page", colDim)
 	ly += lineHeight
-	d.text(lx, ly, fmt.Sprintf("(%s), %d a row", human(s.PageSize), mapCols), colDim)
+	d.text(lx, ly, fmt.Sprintf("(%s), %d a row", inspect.FormatBytes(s.PageSize), mapCols), colDim)
 	ly += lineHeight + 6
 	entry(colHeader, "chunk header")
 	entry(colFree, "free page")

@@ -74,7 +74,7 @@ func cmdPprof(args []string, stdout io.Writer) error {
 		what = "bins and kinds (the heap keeps no sites: use a debug heap for sites)"
 	}
 	fmt.Fprintf(stdout, "wrote %s: %d samples, %d objects, %s in use, by %s\nnext: go tool pprof -top %s\n",
-		*out, len(p.Sample), objects, human(uint64(space)), what, *out)
+		*out, len(p.Sample), objects, inspect.FormatBytes(uint64(space)), what, *out)
 	return nil
 }
 

@@ -12,6 +12,7 @@ import (
 
 	"github.com/gozmm/zmm/bench/replay"
 	"github.com/gozmm/zmm/bench/trace"
+	"github.com/gozmm/zmm/inspect"
 	"github.com/gozmm/zmm/zmm"
 )
 
@@ -59,7 +60,7 @@ func cmdDemo(args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintf(&b, "the demo's own code allocates %d blocks there and never frees them.\n\n", plantedLeaks)
 	fmt.Fprintf(&b, "replayed %d calls in %v (%.0f ns a call in debug mode), %d mismatches;\n",
 		d.res.Ops, d.res.Duration.Round(100*time.Microsecond), d.res.NsPerOp, d.res.Mismatches)
-	fmt.Fprintf(&b, "peak usage %s, real peak %s\n\n", human(d.res.PeakUsage), human(d.res.RealPeakUsage))
+	fmt.Fprintf(&b, "peak usage %s, real peak %s\n\n", inspect.FormatBytes(d.res.PeakUsage), inspect.FormatBytes(d.res.RealPeakUsage))
 	rule(&b, "the heap at the end of the last request, before its Reset (zmmstat show)")
 	writeShow(&b, d.snap)
 	fmt.Fprintln(&b)

@@ -510,7 +510,7 @@ func TestWatch(t *testing.T) {
 
 func TestHuman(t *testing.T) {
 	for n, want := range map[uint64]string{0: "0 B", 1000: "1000 B", 1024: "1.0 KiB", 5 << 19: "2.5 MiB"} {
-		assert.Equal(t, want, human(n))
+		assert.Equal(t, want, inspect.FormatBytes(n))
 	}
 	assert.Equal(t, "[#####.....]", bar(50, 10))
 	assert.Equal(t, "[#.........]", bar(1, 10))

@@ -12,6 +12,7 @@ import (
 
 	"github.com/gozmm/zmm/bench/replay"
 	"github.com/gozmm/zmm/bench/trace"
+	"github.com/gozmm/zmm/inspect"
 	"github.com/gozmm/zmm/zmm"
 )
 
@@ -68,7 +69,7 @@ func cmdReplay(args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintf(&b, "replay of %s: %d records: %d allocs, %d frees, %d reallocs, %d requests\n",
 		name, len(t.Records), t.Allocs, t.Frees, t.Reallocs, res.Requests)
 	fmt.Fprintf(&b, "  time        %v, %.1f ns a record\n", res.Duration.Round(time.Microsecond), res.NsPerOp)
-	fmt.Fprintf(&b, "  peak usage  %s, real peak %s (highest over the requests)\n", human(res.PeakUsage), human(res.RealPeakUsage))
+	fmt.Fprintf(&b, "  peak usage  %s, real peak %s (highest over the requests)\n", inspect.FormatBytes(res.PeakUsage), inspect.FormatBytes(res.RealPeakUsage))
 	fmt.Fprintf(&b, "  mismatches  %d (freed blocks that lost the id written into them)\n", res.Mismatches)
 	fmt.Fprintf(&b, "  Go GC       %d cycles, %v of pauses during the replay\n\n", res.GCCycles, time.Duration(res.GCPauseNs))
 	rule(&b, "the heap at the end of the trace's last request, before its Reset")

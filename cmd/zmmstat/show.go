@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/gozmm/zmm/inspect"
 	"github.com/gozmm/zmm/zmm"
 )
 
@@ -48,11 +49,11 @@ func modeString(s *zmm.Snapshot) string {
 func writeSummary(w io.Writer, s *zmm.Snapshot) {
 	st := s.Stats
 	fmt.Fprintf(w, "heap %q (%s), snapshot of %s\n", s.Name, modeString(s), s.Time.Format("2006-01-02 15:04:05 MST"))
-	fmt.Fprintf(w, "  usage       %-10s  peak %-10s   handed out, at class size (memory_get_usage)\n", human(st.Usage), human(st.PeakUsage))
-	fmt.Fprintf(w, "  real usage  %-10s  peak %-10s   mapped from the OS (memory_get_usage(true))\n", human(st.RealUsage), human(st.RealPeakUsage))
+	fmt.Fprintf(w, "  usage       %-10s  peak %-10s   handed out, at class size (memory_get_usage)\n", inspect.FormatBytes(st.Usage), inspect.FormatBytes(st.PeakUsage))
+	fmt.Fprintf(w, "  real usage  %-10s  peak %-10s   mapped from the OS (memory_get_usage(true))\n", inspect.FormatBytes(st.RealUsage), inspect.FormatBytes(st.RealPeakUsage))
 	limit := "none"
 	if st.Limit < uint64(zmm.Unlimited) {
-		limit = human(st.Limit)
+		limit = inspect.FormatBytes(st.Limit)
 		if st.Limit > 0 {
 			limit += fmt.Sprintf(" (%d%% used)", 100*st.RealUsage/st.Limit)
 		}
@@ -63,13 +64,13 @@ func writeSummary(w io.Writer, s *zmm.Snapshot) {
 		hugeBytes += h.Size
 	}
 	fmt.Fprintf(w, "  chunks      %d live (peak %d), %d cached; huge blocks %d (%s), %d cached\n",
-		st.Chunks, st.PeakChunks, len(s.CachedChunks), len(s.Huge), human(hugeBytes), len(s.CachedHuge))
+		st.Chunks, st.PeakChunks, len(s.CachedChunks), len(s.Huge), inspect.FormatBytes(hugeBytes), len(s.CachedHuge))
 	if hasSites(s) {
 		var bytes uint64
 		for _, b := range s.Blocks {
 			bytes += b.Size
 		}
-		fmt.Fprintf(w, "  live blocks %d, %s requested\n", len(s.Blocks), human(bytes))
+		fmt.Fprintf(w, "  live blocks %d, %s requested\n", len(s.Blocks), inspect.FormatBytes(bytes))
 	}
 }
 
@@ -93,7 +94,7 @@ func writeBins(w io.Writer, s *zmm.Snapshot) {
 			continue
 		}
 		fmt.Fprintf(w, "  %3d %3s %6d %5d %7d %7d %10s  %s %3d%%\n", b.Bin, binChar(b.Bin), b.Size, b.Runs, b.Used, b.Free,
-			human(uint64(b.Used)*uint64(b.Size)), bar(b.Utilization, 10), b.Utilization)
+			inspect.FormatBytes(uint64(b.Used)*uint64(b.Size)), bar(b.Utilization, 10), b.Utilization)
 	}
 }
 
@@ -109,7 +110,7 @@ func bar(pct, width int) string {
 
 func writeFragmentation(w io.Writer, s *zmm.Snapshot) {
 	f := s.Fragmentation
-	fmt.Fprintf(w, "fragmentation: %s mapped but holding no block (%d%% of real usage)\n", human(f.Total), f.UnusedOfRealPct)
+	fmt.Fprintf(w, "fragmentation: %s mapped but holding no block (%d%% of real usage)\n", inspect.FormatBytes(f.Total), f.UnusedOfRealPct)
 	rows := []struct {
 		what string
 		n    uint64
@@ -122,7 +123,7 @@ func writeFragmentation(w io.Writer, s *zmm.Snapshot) {
 		{"cached huge blocks", f.CachedHuge},
 	}
 	for _, r := range rows {
-		fmt.Fprintf(w, "  %-31s %10s\n", r.what, human(r.n))
+		fmt.Fprintf(w, "  %-31s %10s\n", r.what, inspect.FormatBytes(r.n))
 	}
 }
 
@@ -158,7 +159,7 @@ func pageMap(s *zmm.Snapshot, c zmm.ChunkSnapshot) []byte {
 }
 
 func writeChunkMaps(w io.Writer, s *zmm.Snapshot) {
-	fmt.Fprintf(w, "chunks: one character per %s page, %d pages a row\n", human(s.PageSize), mapCols)
+	fmt.Fprintf(w, "chunks: one character per %s page, %d pages a row\n", inspect.FormatBytes(s.PageSize), mapCols)
 	fmt.Fprintf(w, "  # header  . free  L large run  0-9a-t a run of that bin\n")
 	for _, c := range s.Chunks {
 		name := fmt.Sprintf("chunk %d", c.Num)
@@ -190,9 +191,9 @@ func writeHuge(w io.Writer, s *zmm.Snapshot) {
 		for _, h := range hs {
 			total += h.Size
 		}
-		fmt.Fprintf(w, "%s: %d, %s\n", what, len(hs), human(total))
+		fmt.Fprintf(w, "%s: %d, %s\n", what, len(hs), inspect.FormatBytes(total))
 		for _, h := range hs[:min(len(hs), show)] {
-			fmt.Fprintf(w, "  0x%x %10s\n", h.Addr, human(h.Size))
+			fmt.Fprintf(w, "  0x%x %10s\n", h.Addr, inspect.FormatBytes(h.Size))
 		}
 		if len(hs) > show {
 			fmt.Fprintf(w, "  … %d more\n", len(hs)-show)
@@ -263,7 +264,7 @@ func writeSites(w io.Writer, s *zmm.Snapshot) {
 	fmt.Fprintf(w, "top allocation sites, by live bytes (%d sites, %d live blocks)\n", len(sites), len(s.Blocks))
 	fmt.Fprintf(w, "  %10s %7s  %-16s %s\n", "bytes", "blocks", "kind", "site")
 	for _, st := range sites[:min(len(sites), topSites)] {
-		fmt.Fprintf(w, "  %10s %7d  %-16s %s  %s\n", human(st.bytes), st.blocks, strings.Join(st.kinds, "+"),
+		fmt.Fprintf(w, "  %10s %7d  %-16s %s  %s\n", inspect.FormatBytes(st.bytes), st.blocks, strings.Join(st.kinds, "+"),
 			shortFunc(st.site.Function), siteString(st.site))
 		if st.orig != (zmm.SiteRecord{}) {
 			fmt.Fprintf(w, "  %10s %7s  %-16s   reallocated; first allocated in %s  %s\n", "", "", "",
@@ -277,20 +278,6 @@ func writeSites(w io.Writer, s *zmm.Snapshot) {
 			bytes += st.bytes
 			blocks += st.blocks
 		}
-		fmt.Fprintf(w, "  %10s %7d  %d more sites\n", human(bytes), blocks, len(sites)-topSites)
+		fmt.Fprintf(w, "  %10s %7d  %d more sites\n", inspect.FormatBytes(bytes), blocks, len(sites)-topSites)
 	}
-}
-
-// human writes a byte count with a binary unit: 512 B, 4.0 KiB, 2.0 MiB.
-func human(n uint64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := uint64(unit), 0
-	for m := n / unit; m >= unit && exp < 5; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }

@@ -108,7 +108,7 @@ func watchURL(src string) (string, error) {
 
 func delta(a, b uint64) string {
 	if b >= a {
-		return "+" + human(b-a)
+		return "+" + inspect.FormatBytes(b-a)
 	}
-	return "-" + human(a-b)
+	return "-" + inspect.FormatBytes(a-b)
 }
