@@ -1,13 +1,19 @@
-// Package bench holds benchmarks comparing zmm with Go's allocator: small,
-// large and huge alloc/free pairs, a PHP-like request mix ended by Reset,
-// Reset alone, and Realloc growth, each with a Go-allocator twin that
-// reports the garbage-collection cycles and pause time it causes.
+// Package bench measures zmm side by side with what a Go user would pick
+// instead, on the same work.
 //
-// Later: trace replay and a C harness against the real Zend MM.
+//   - go test -bench in this package: alloc+free pairs per size class,
+//     random small mixes, large runs, huge blocks, request-like work ended
+//     by Reset, realloc growth, a GC-pressure scenario with millions of
+//     live objects, and trace replays — each against Go's allocator (with
+//     its GC cost), sync.Pool where it fits, modernc.org/memory, and Go's
+//     arena experiment (GOEXPERIMENT=arenas). Every benchmark reports GC
+//     cycles and pause time.
+//   - bench/trace reads and writes allocation traces, bench/gen makes
+//     synthetic ones (bench/traces holds a few), bench/replay and
+//     bench/peers replay them.
+//   - bench/c replays the same traces in C on glibc, jemalloc, mimalloc and
+//     PHP's own Zend MM, and prints a table against the Zend MM.
+//   - bench/chart draws the results as an SVG.
 //
-// Run them with
-//
-//	go test ./bench -run XXX -bench .
-//
-// `go test ./bench` alone runs only a quick smoke test of the workloads.
+// BENCHMARKS.md has the commands and the results of one run.
 package bench

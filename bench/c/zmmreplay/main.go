@@ -1,0 +1,339 @@
+// Command zmmreplay is the zmm side of the C comparison in bench/c: it
+// replays a trace on a zmm heap with bench/replay and prints one JSON object
+// with the same fields as the C harness (bench/c/replay.c), peak RSS
+// measured the same way: VmRSS from /proc/self/statm, sampled at each
+// request end before the reset, every 16384 records and after the replay,
+// the highest sample, with the sampling time taken out of the replay time.
+//
+//	zmmreplay [-verbose] TRACE
+//	zmmreplay -table [-o OUT] RESULTS.jsonl...
+//
+// With -table it reads JSON lines written by run.sh (zmmreplay and the C
+// binaries) and prints a Markdown table: for each trace and allocator the
+// median ns/op and peak RSS over the runs, and their ratios to the Zend MM.
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime"
+	"runtime/debug"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/gozmm/zmm/bench/replay"
+	"github.com/gozmm/zmm/bench/trace"
+	"github.com/gozmm/zmm/zmm"
+)
+
+// Result is one run, as the C harness prints it; fields a side does not
+// have are left out.
+type Result struct {
+	Allocator     string  `json:"allocator"`
+	Trace         string  `json:"trace"`
+	Ops           int     `json:"ops"`
+	DurationNs    int64   `json:"duration_ns"`
+	NsPerOp       float64 `json:"ns_per_op"`
+	CPUNs         int64   `json:"cpu_ns"`
+	PeakRSS       uint64  `json:"peak_rss_bytes"`
+	BaseRSS       uint64  `json:"base_rss_bytes"`
+	MaxRSS        uint64  `json:"maxrss_bytes"`
+	Mismatches    int     `json:"mismatches"`
+	Requests      int     `json:"requests"`
+	Allocs        int     `json:"allocs"`
+	Frees         int     `json:"frees"`
+	Reallocs      int     `json:"reallocs"`
+	MaxLive       int     `json:"max_live"`
+	PeakUsage     uint64  `json:"peak_usage,omitempty"`
+	RealPeakUsage uint64  `json:"real_peak_usage,omitempty"`
+	GCCycles      *uint32 `json:"gc_cycles,omitempty"`
+	GCPauseNs     *uint64 `json:"gc_pause_ns,omitempty"`
+	GoVersion     string  `json:"go_version,omitempty"`
+	Rep           int     `json:"rep,omitempty"`
+}
+
+func main() {
+	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "zmmreplay:", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("zmmreplay", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	verbose := fs.Bool("verbose", false, "print the heap's own figures at the end of the first request (stderr)")
+	table := fs.Bool("table", false, "summarize JSON-lines result files as a Markdown table")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *table {
+		if fs.NArg() == 0 {
+			return errors.New("-table needs result files")
+		}
+		var all []Result
+		for _, path := range fs.Args() {
+			rs, err := readResults(path)
+			if err != nil {
+				return err
+			}
+			all = append(all, rs...)
+		}
+		_, err := io.WriteString(stdout, Table(all))
+		return err
+	}
+	if fs.NArg() != 1 {
+		return errors.New("usage: zmmreplay [-verbose] TRACE | zmmreplay -table RESULTS.jsonl...")
+	}
+	res, err := replayFile(fs.Arg(0), *verbose, stderr)
+	if err != nil {
+		return err
+	}
+	b, err := json.Marshal(res)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(stdout, "%s\n", b)
+	return err
+}
+
+// statm reads VmRSS from /proc/self/statm, as the C harness does.
+type statm struct {
+	f    *os.File
+	page uint64
+	buf  [128]byte
+}
+
+func openStatm() *statm {
+	f, err := os.Open("/proc/self/statm")
+	if err != nil {
+		return &statm{}
+	}
+	return &statm{f: f, page: uint64(os.Getpagesize())}
+}
+
+func (s *statm) rss() uint64 {
+	if s.f == nil {
+		return 0
+	}
+	n, err := s.f.ReadAt(s.buf[:], 0)
+	if n == 0 && err != nil {
+		return 0
+	}
+	fields := bytes.Fields(s.buf[:n])
+	if len(fields) < 2 {
+		return 0
+	}
+	v, err := strconv.ParseUint(string(fields[1]), 10, 64)
+	if err != nil {
+		return 0
+	}
+	return v * s.page
+}
+
+func replayFile(path string, verbose bool, stderr io.Writer) (Result, error) {
+	t, err := trace.ReadFile(path) // untimed
+	if err != nil {
+		return Result{}, err
+	}
+	name := filepath.Base(path)
+	h, err := zmm.New(zmm.WithName(name), zmm.WithDebug(false), zmm.WithAllocMode(zmm.ModeChunks), zmm.WithLeakReport(nil))
+	if err != nil {
+		return Result{}, err
+	}
+	defer h.Close()
+
+	sm := openStatm()
+	// The garbage of reading the trace goes back to the OS first, so the
+	// base RSS is the trace and the runtime, as in the C harness.
+	runtime.GC()
+	debug.FreeOSMemory()
+	base := sm.rss()
+	peak := base
+	var sampleTime time.Duration // in Progress: counted by the replay, taken out below
+	hooks := replay.Hooks{
+		AtRequestEnd: func(request int, last bool) { // not counted by the replay
+			peak = max(peak, sm.rss())
+			if verbose && request == 1 {
+				fmt.Fprintf(stderr, "zmmreplay: at the end of request 1: zmm heap usage %d bytes, real %d; peak %d, real peak %d\n",
+					h.Usage(), h.RealUsage(), h.PeakUsage(), h.RealPeakUsage())
+			}
+		},
+		Progress: func(done, total int) {
+			if done < total {
+				t0 := time.Now()
+				peak = max(peak, sm.rss())
+				sampleTime += time.Since(t0)
+			}
+		},
+	}
+	cpu0 := cpuTime()
+	res, err := replay.ZmmHooks(h, t, hooks)
+	cpu := cpuTime() - cpu0
+	if err != nil {
+		return Result{}, err
+	}
+	peak = max(peak, sm.rss()) // the last request, when it has no request end
+	res.Duration -= sampleTime
+	if res.Ops > 0 {
+		res.NsPerOp = float64(res.Duration.Nanoseconds()) / float64(res.Ops)
+	}
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return Result{
+		Allocator:     "zmm",
+		Trace:         name,
+		Ops:           res.Ops,
+		DurationNs:    res.Duration.Nanoseconds(),
+		NsPerOp:       res.NsPerOp,
+		CPUNs:         cpu.Nanoseconds(),
+		PeakRSS:       peak,
+		BaseRSS:       base,
+		MaxRSS:        uint64(ru.Maxrss) * 1024,
+		Mismatches:    res.Mismatches,
+		Requests:      res.Requests,
+		Allocs:        t.Allocs,
+		Frees:         t.Frees,
+		Reallocs:      t.Reallocs,
+		MaxLive:       t.MaxLive,
+		PeakUsage:     res.PeakUsage,
+		RealPeakUsage: res.RealPeakUsage,
+		GCCycles:      &res.GCCycles,
+		GCPauseNs:     &res.GCPauseNs,
+		GoVersion:     runtime.Version(),
+	}, nil
+}
+
+// cpuTime is the process's CPU time, user and system (getrusage), as in the
+// C harness.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+func readResults(path string) ([]Result, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var rs []Result
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for line := 1; sc.Scan(); line++ {
+		text := strings.TrimSpace(sc.Text())
+		if text == "" {
+			continue
+		}
+		var r Result
+		if err := json.Unmarshal([]byte(text), &r); err != nil {
+			return nil, fmt.Errorf("%s:%d: %w", path, line, err)
+		}
+		rs = append(rs, r)
+	}
+	return rs, sc.Err()
+}
+
+// allocOrder is the order of the table's rows within a trace.
+var allocOrder = []string{"zmm", "zend", "glibc", "jemalloc", "mimalloc"}
+
+func rank(a string) int {
+	if i := slices.Index(allocOrder, a); i >= 0 {
+		return i
+	}
+	return len(allocOrder)
+}
+
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	n := len(s)
+	if n%2 == 1 {
+		return s[n/2]
+	}
+	return (s[n/2-1] + s[n/2]) / 2
+}
+
+type row struct {
+	trace, alloc    string
+	runs            int
+	ns, rss, growth float64 // medians
+	mismatches      int     // the most of any run
+}
+
+// Table summarizes results: per trace and allocator the medians over the
+// runs of ns/op, peak RSS and RSS growth (peak − base), each with its ratio
+// to the Zend MM's median on the same trace.
+func Table(rs []Result) string {
+	type key struct{ trace, alloc string }
+	groups := map[key][]Result{}
+	var keys []key
+	for _, r := range rs {
+		k := key{r.Trace, r.Allocator}
+		if _, ok := groups[k]; !ok {
+			keys = append(keys, k)
+		}
+		groups[k] = append(groups[k], r)
+	}
+	slices.SortFunc(keys, func(a, b key) int {
+		if c := strings.Compare(a.trace, b.trace); c != 0 {
+			return c
+		}
+		if c := rank(a.alloc) - rank(b.alloc); c != 0 {
+			return c
+		}
+		return strings.Compare(a.alloc, b.alloc)
+	})
+	rows := make([]row, 0, len(keys))
+	zend := map[string]row{}
+	for _, k := range keys {
+		g := groups[k]
+		var ns, rss, growth []float64
+		mism := 0
+		for _, r := range g {
+			ns = append(ns, r.NsPerOp)
+			rss = append(rss, float64(r.PeakRSS))
+			growth = append(growth, float64(r.PeakRSS)-float64(r.BaseRSS))
+			mism = max(mism, r.Mismatches)
+		}
+		rw := row{trace: k.trace, alloc: k.alloc, runs: len(g), ns: median(ns), rss: median(rss), growth: median(growth), mismatches: mism}
+		rows = append(rows, rw)
+		if k.alloc == "zend" {
+			zend[k.trace] = rw
+		}
+	}
+	var b strings.Builder
+	b.WriteString("| trace | allocator | ns/op | ×Zend | peak RSS | ×Zend | RSS growth | ×Zend | mismatches | runs |\n")
+	b.WriteString("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	for _, r := range rows {
+		z, ok := zend[r.trace]
+		ratio := func(x, y float64) string {
+			if !ok || y <= 0 {
+				return "–"
+			}
+			return fmt.Sprintf("%.2f", x/y)
+		}
+		fmt.Fprintf(&b, "| %s | %s | %.1f | %s | %s | %s | %s | %s | %d | %d |\n",
+			r.trace, r.alloc, r.ns, ratio(r.ns, z.ns), mib(r.rss), ratio(r.rss, z.rss),
+			mib(r.growth), ratio(r.growth, z.growth), r.mismatches, r.runs)
+	}
+	return b.String()
+}
+
+func mib(b float64) string { return fmt.Sprintf("%.1f MiB", b/(1<<20)) }

@@ -1,0 +1,71 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestReplayRequests(t *testing.T) {
+	var out, errOut bytes.Buffer
+	if err := run([]string{"-verbose", "../../trace/testdata/requests.ztrace.gz"}, &out, &errOut); err != nil {
+		t.Fatal(err)
+	}
+	var r Result
+	if err := json.Unmarshal(out.Bytes(), &r); err != nil {
+		t.Fatalf("%v: %s", err, out.Bytes())
+	}
+	if r.Allocator != "zmm" || r.Trace != "requests.ztrace.gz" || r.Ops == 0 || r.Requests == 0 {
+		t.Errorf("result %+v", r)
+	}
+	if r.Mismatches != 0 {
+		t.Errorf("%d mismatches", r.Mismatches)
+	}
+	if r.PeakRSS == 0 || r.PeakRSS < r.BaseRSS {
+		t.Errorf("peak RSS %d, base %d", r.PeakRSS, r.BaseRSS)
+	}
+	if !strings.Contains(errOut.String(), "zmm heap usage") {
+		t.Errorf("-verbose printed %q", errOut.String())
+	}
+}
+
+func TestBadTrace(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "bad.ztrace")
+	if err := os.WriteFile(path, []byte("ZMMTRACE\x02\x00\x00\x00\x00\x00\x00\x00"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	err := run([]string{path}, &bytes.Buffer{}, &bytes.Buffer{})
+	if err == nil || !strings.Contains(err.Error(), "unsupported version 2") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestTable(t *testing.T) {
+	rs := []Result{
+		{Allocator: "glibc", Trace: "t", NsPerOp: 30, PeakRSS: 4 << 20, BaseRSS: 2 << 20},
+		{Allocator: "zend", Trace: "t", NsPerOp: 10, PeakRSS: 8 << 20, BaseRSS: 6 << 20},
+		{Allocator: "zend", Trace: "t", NsPerOp: 20, PeakRSS: 8 << 20, BaseRSS: 6 << 20},
+		{Allocator: "zend", Trace: "t", NsPerOp: 90, PeakRSS: 8 << 20, BaseRSS: 6 << 20},
+		{Allocator: "zmm", Trace: "t", NsPerOp: 10, PeakRSS: 4 << 20, BaseRSS: 3 << 20, Mismatches: 1},
+		{Allocator: "zmm", Trace: "u", NsPerOp: 10, PeakRSS: 4 << 20, BaseRSS: 3 << 20},
+	}
+	got := Table(rs)
+	want := []string{
+		"| t | zmm | 10.0 | 0.50 | 4.0 MiB | 0.50 | 1.0 MiB | 0.50 | 1 | 1 |",
+		"| t | zend | 20.0 | 1.00 | 8.0 MiB | 1.00 | 2.0 MiB | 1.00 | 0 | 3 |",
+		"| t | glibc | 30.0 | 1.50 | 4.0 MiB | 0.50 | 2.0 MiB | 1.00 | 0 | 1 |",
+		"| u | zmm | 10.0 | – | 4.0 MiB | – | 1.0 MiB | – | 0 | 1 |",
+	}
+	lines := strings.Split(strings.TrimSpace(got), "\n")
+	if len(lines) != 2+len(want) {
+		t.Fatalf("table:\n%s", got)
+	}
+	for i, w := range want {
+		if lines[2+i] != w {
+			t.Errorf("row %d:\n got %s\nwant %s", i, lines[2+i], w)
+		}
+	}
+}
