@@ -8,23 +8,25 @@ import (
 // Page map entries. Every page of a chunk has one uint32 entry in
 // Header.Map. The top two bits say what the page is; the rest depends on it.
 //
-//	00 free                         (whole word is 0)
+//	00 free, or a later page of a large run (whole word is 0)
 //	01 first page of a large run    low 10 bits: pages in the run
 //	10 page of a small-bin run      low 5 bits: bin; bits 16..25: page index within the run;
 //	                                bits 5..14 of the run's first page: GC's free-slot counter
-//	11 later page of a large run    bits 16..25: distance back to the run's first page
 //
 // Page 0 (the header) is recorded as a one-page large run, so it is never
 // free and never handed out.
 //
-// Invariant: an entry is non-zero exactly when the page's bit in FreeMap is
-// set. The GC counter is zero except while GC runs.
+// Invariants: a page's FreeMap bit is set exactly when it is in use; every
+// page of a small run and the first page of a large run carry their entry;
+// the later pages of a large run keep entry 0, as in the Zend MM, so that a
+// large run costs one map write however long it is (an entry of 0 with the
+// bit set is such a page: LargeRunStart finds its run, for error reports
+// only). The GC counter is zero except while GC runs.
 const (
-	MapFree          uint32 = 0
-	MapLarge         uint32 = 1 << 30
-	MapSmall         uint32 = 2 << 30
-	MapLargeInterior uint32 = 3 << 30
-	MapKindMask      uint32 = 3 << 30
+	MapFree     uint32 = 0
+	MapLarge    uint32 = 1 << 30
+	MapSmall    uint32 = 2 << 30
+	MapKindMask uint32 = 3 << 30
 
 	mapPagesMask  = 0x3ff
 	mapBinMask    = 0x1f
@@ -37,9 +39,6 @@ const (
 // LargeEntry is the map entry of the first page of a large run of n pages.
 func LargeEntry(n uint32) uint32 { return MapLarge | n }
 
-// LargeInteriorEntry is the map entry of page i (i ≥ 1) of a large run.
-func LargeInteriorEntry(i uint32) uint32 { return MapLargeInterior | i<<mapIndexShift }
-
 // SmallEntry is the map entry of page i of a run of small bin b.
 func SmallEntry(b, i uint32) uint32 { return MapSmall | i<<mapIndexShift | b }
 
@@ -49,9 +48,7 @@ func EntryPages(e uint32) uint32 { return e & mapPagesMask }
 // EntryBin is the bin of a MapSmall entry.
 func EntryBin(e uint32) uint32 { return e & mapBinMask }
 
-// EntryIndex is the page index within its run of a MapSmall or
-// MapLargeInterior entry (for MapLargeInterior, the distance back to the
-// first page).
+// EntryIndex is the page index within its run of a MapSmall entry.
 func EntryIndex(e uint32) uint32 { return e >> mapIndexShift & mapIndexMask }
 
 // EntryCounter is GC's free-slot counter of the first page of a small run.
@@ -187,12 +184,37 @@ func (c *Header) Release(start, n uint32) {
 	clear(c.Map[start : start+n])
 }
 
-// SetLargeRun writes the map entries of a large run of n pages at start.
+// ReleaseLarge marks the pages [start, start+n) of (part of) a large run
+// free. Only the run's first page has an entry, so only that one is
+// cleared: freeing a run costs the same whatever its length.
+func (c *Header) ReleaseLarge(start, n uint32) {
+	c.clearBits(start, n)
+	c.FreePages += n
+	c.Map[start] = MapFree
+}
+
+// SetLargeRun writes the map entry of a large run of n pages at start: its
+// first page's (the later pages keep entry 0).
 func (c *Header) SetLargeRun(start, n uint32) {
 	c.Map[start] = LargeEntry(n)
-	for i := uint32(1); i < n; i++ {
-		c.Map[start+i] = LargeInteriorEntry(i)
+}
+
+// Used reports whether page i is in use.
+func (c *Header) Used(i uint32) bool { return c.FreeMap[i>>6&7]&(1<<(i&63)) != 0 }
+
+// LargeRunStart returns the first page of the large run that holds page i,
+// a page in use whose entry is 0 (a later page of a large run). It walks
+// back through the map, so it is for error reports, not fast paths.
+func (c *Header) LargeRunStart(i uint32) (uint32, bool) {
+	for p := int(i) - 1; p >= 0; p-- {
+		if e := c.Map[p]; e != MapFree {
+			if e&MapKindMask == MapLarge && uint32(p)+EntryPages(e) > i {
+				return uint32(p), true
+			}
+			return 0, false
+		}
 	}
+	return 0, false
 }
 
 // SetSmallRun writes the map entries of a run of bin b, n pages at start.

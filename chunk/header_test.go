@@ -83,13 +83,25 @@ func TestTakeAndReleaseKeepTheInvariant(t *testing.T) {
 	c.SetLargeRun(63, 70)
 	assert.Equal(t, uint32(chunk.Pages-1-70), c.FreePages)
 	assert.Equal(t, chunk.LargeEntry(70), c.Map[63])
-	assert.Equal(t, uint32(69), chunk.EntryIndex(c.Map[132]), "interior pages point back to the first")
 	assert.False(t, c.RangeFree(62, 2))
 	assert.True(t, c.RangeFree(133, 10))
 	for i := uint32(0); i < chunk.Pages; i++ {
-		assert.Equal(t, c.Map[i] != 0, !c.RangeFree(i, 1), "page %d: map entry and bitmap disagree", i)
+		inRun := i >= 63 && i < 133
+		assert.Equal(t, i == 0 || inRun, c.Used(i), "page %d: bitmap", i)
+		assert.Equal(t, i == 0 || i == 63, c.Map[i] != 0, "page %d: only a run's first page has an entry", i)
+		if inRun && i > 63 {
+			start, ok := c.LargeRunStart(i)
+			assert.True(t, ok)
+			assert.Equal(t, uint32(63), start, "page %d belongs to the run at 63", i)
+		}
 	}
-	c.Release(63, 70)
+	_, ok := c.LargeRunStart(200)
+	assert.False(t, ok, "a free page belongs to no run")
+	c.ReleaseLarge(123, 10) // shrink the run in place to 60 pages
+	c.Map[63] = chunk.LargeEntry(60)
+	assert.True(t, c.RangeFree(123, 10))
+	assert.False(t, c.Used(123))
+	c.ReleaseLarge(63, 60)
 	assert.True(t, c.Empty())
 	assert.True(t, c.RangeFree(1, chunk.Pages-1))
 	assert.Zero(t, c.Map[100])

@@ -72,7 +72,7 @@ func (h *Heap) freeSlow(addr uintptr) {
 // freeLarge gives a page run back to its chunk and retires the chunk when
 // it is empty (zend_mm_free_large).
 func (s *heapState) freeLarge(c *chunk.Header, page, n uint32) {
-	c.Release(page, n)
+	c.ReleaseLarge(page, n)
 	s.size -= uintptr(n) * chunk.PageSize
 	if c.Empty() && c.Base() != s.main {
 		s.deleteChunk(c)
@@ -144,6 +144,11 @@ func (s *heapState) lookup(op string, user uintptr) block {
 	e := c.Map[page&(chunk.Pages-1)]
 	switch e & chunk.MapKindMask {
 	case chunk.MapFree:
+		if c.Used(page) { // a later page of a large run
+			start, _ := c.LargeRunStart(page)
+			fail(ErrInvalidPointer, op, user, "zmm: %s(0x%x): invalid pointer: inside the large block at 0x%x", op, user,
+				c.Base()+uintptr(start)<<chunk.PageShift+s.hdr)
+		}
 		if off&(chunk.PageSize-1) == 0 {
 			fail(ErrDoubleFree, op, user, "zmm: %s(0x%x): double free: no block here, the page is free", op, user)
 		}
@@ -157,9 +162,6 @@ func (s *heapState) lookup(op string, user uintptr) block {
 		}
 		n := chunk.EntryPages(e)
 		return block{kind: kindLarge, c: c, page: page, pages: n, size: uintptr(n) * chunk.PageSize}
-	case chunk.MapLargeInterior:
-		start := c.Base() + uintptr(page-chunk.EntryIndex(e))<<chunk.PageShift
-		fail(ErrInvalidPointer, op, user, "zmm: %s(0x%x): invalid pointer: inside the large block at 0x%x", op, user, start+s.hdr)
 	}
 	bin := chunk.EntryBin(e)
 	within := uint32(off&(chunk.PageSize-1)) + chunk.EntryIndex(e)<<chunk.PageShift

@@ -295,7 +295,7 @@ func (s *heapState) eachRun(f func(c *chunk.Header, page, n, e uint32)) {
 			case chunk.MapFree:
 				for n = 1; i+n < chunk.Pages && c.Map[i+n] == chunk.MapFree; n++ {
 				}
-			default: // a later page of a large run, seen only if the map is damaged
+			default: // kind 11 is not used: only a damaged map has it
 				n = 1
 			}
 			f(c, i, n, e)

@@ -59,7 +59,7 @@ func (s *heapState) resizeLarge(b block, size uintptr) bool {
 	case n == old:
 		return true
 	case n < old:
-		c.Release(page+n, old-n)
+		c.ReleaseLarge(page+n, old-n)
 		c.Map[page] = chunk.LargeEntry(n)
 		s.size -= uintptr(old-n) * chunk.PageSize
 		return true
