@@ -26,10 +26,10 @@ var ArenaMaxBlock uint64 = 1 << 34
 // package decides that, not the replayer.
 func Arena(t *trace.Trace, progress func(done, total int)) (res replay.Result, err error) {
 	recs := t.Records
-	ix := newIndex(recs)
-	live := make([][]byte, ix.n) // nil: not live
-	var touched []int32          // the slots allocated in this request
-	res.Requests = countRequests(recs)
+	ix := replay.NewIndex(recs)
+	live := make([][]byte, ix.Len()) // nil: not live
+	var touched []int32              // the slots allocated in this request
+	res.Requests = replay.CountRequests(recs)
 
 	a := arena.NewArena()
 	var before runtime.MemStats
@@ -56,7 +56,7 @@ func Arena(t *trace.Trace, progress func(done, total int)) (res replay.Result, e
 			a = arena.NewArena()
 			continue
 		}
-		k, ok := ix.slot(i, r.ID)
+		k, ok := ix.Slot(i, r.ID)
 		if !ok {
 			return res, fmt.Errorf("replay: record %d (%v): id out of range", i, *r)
 		}
@@ -89,7 +89,7 @@ func Arena(t *trace.Trace, progress func(done, total int)) (res replay.Result, e
 			if *b == nil {
 				return res, fmt.Errorf("replay: record %d (%v): id %d is not live", i, *r, r.ID)
 			}
-			if len(*b) >= 8 && loadID(*b) != stamp(r.ID, uint64(len(*b))) {
+			if len(*b) >= 8 && loadID(*b) != replay.Stamp(r.ID, uint64(len(*b))) {
 				res.Mismatches++
 			}
 			*b = nil
@@ -98,6 +98,6 @@ func Arena(t *trace.Trace, progress func(done, total int)) (res replay.Result, e
 		}
 	}
 	res.Duration = time.Since(start)
-	finish(&res, &before, len(recs), progress)
+	replay.Finish(&res, &before, len(recs), progress)
 	return res, nil
 }

@@ -46,11 +46,11 @@ type mblock struct {
 // names the record.
 func Modernc(a *memory.Allocator, t *trace.Trace, progress func(done, total int)) (res replay.Result, err error) {
 	recs := t.Records
-	ix := newIndex(recs)
-	live := make([]mblock, ix.n)
+	ix := replay.NewIndex(recs)
+	live := make([]mblock, ix.Len())
 	var touched []int32 // the slots allocated in this request
 	gen := uint32(1)
-	res.Requests = countRequests(recs)
+	res.Requests = replay.CountRequests(recs)
 
 	var before runtime.MemStats
 	runtime.ReadMemStats(&before)
@@ -63,7 +63,7 @@ func Modernc(a *memory.Allocator, t *trace.Trace, progress func(done, total int)
 		if r.Op == trace.OpRequestEnd {
 			for _, k := range touched {
 				if b := &live[k]; b.gen == gen {
-					if b.size >= 8 && *(*uint64)(b.p) != stamp(ix.idOf(k), b.size) {
+					if b.size >= 8 && *(*uint64)(b.p) != replay.Stamp(ix.IDOf(k), b.size) {
 						res.Mismatches++
 					}
 					if err := a.UnsafeFree(b.p); err != nil {
@@ -76,7 +76,7 @@ func Modernc(a *memory.Allocator, t *trace.Trace, progress func(done, total int)
 			gen++
 			continue
 		}
-		k, ok := ix.slot(i, r.ID)
+		k, ok := ix.Slot(i, r.ID)
 		if !ok {
 			return res, fmt.Errorf("replay: record %d (%v): id out of range", i, *r)
 		}
@@ -100,7 +100,7 @@ func Modernc(a *memory.Allocator, t *trace.Trace, progress func(done, total int)
 			if b.gen != gen {
 				return res, fmt.Errorf("replay: record %d (%v): id %d is not live", i, *r, r.ID)
 			}
-			if b.size >= 8 && *(*uint64)(b.p) != stamp(r.ID, b.size) {
+			if b.size >= 8 && *(*uint64)(b.p) != replay.Stamp(r.ID, b.size) {
 				res.Mismatches++
 			}
 			if err := a.UnsafeFree(b.p); err != nil {
@@ -125,7 +125,7 @@ func Modernc(a *memory.Allocator, t *trace.Trace, progress func(done, total int)
 		}
 	}
 	res.Duration = time.Since(start)
-	finish(&res, &before, len(recs), progress)
+	replay.Finish(&res, &before, len(recs), progress)
 	return res, nil
 }
 
@@ -154,90 +154,3 @@ func markBytes(b []byte, id uint32) {
 
 // loadID reads what markBytes wrote into the first 8 bytes.
 func loadID(b []byte) uint64 { return binary.LittleEndian.Uint64(b) }
-
-// stamp is what the first 8 bytes of a block of size >= 8 hold after mark:
-// in a block of exactly 8 bytes the last byte is the id's top byte.
-func stamp(id uint32, size uint64) uint64 {
-	if size == 8 {
-		return uint64(id) | 0xAB<<56
-	}
-	return uint64(id)
-}
-
-func finish(res *replay.Result, before *runtime.MemStats, n int, progress func(done, total int)) {
-	var after runtime.MemStats
-	runtime.ReadMemStats(&after)
-	res.Ops = n
-	if n > 0 {
-		res.NsPerOp = float64(res.Duration.Nanoseconds()) / float64(n)
-	}
-	res.GCCycles = after.NumGC - before.NumGC
-	res.GCPauseNs = after.PauseTotalNs - before.PauseTotalNs
-	if progress != nil {
-		progress(n, n)
-	}
-}
-
-func countRequests(recs []trace.Record) int {
-	n := 0
-	for _, r := range recs {
-		if r.Op == trace.OpRequestEnd {
-			n++
-		}
-	}
-	if len(recs) > 0 && recs[len(recs)-1].Op != trace.OpRequestEnd {
-		n++
-	}
-	return n
-}
-
-// index maps ids to slots of the live table, as bench/replay's does: ids
-// are their own slots when dense, and are renumbered before the timed loop
-// when sparse.
-type index struct {
-	n     int
-	remap []int32  // per record, its slot; nil when ids are slots
-	ids   []uint32 // per slot, its id, when remapped
-}
-
-func newIndex(recs []trace.Record) *index {
-	maxID := -1
-	for _, r := range recs {
-		if r.Op != trace.OpRequestEnd {
-			maxID = max(maxID, int(r.ID))
-		}
-	}
-	if maxID < 2*len(recs)+1024 {
-		return &index{n: maxID + 1}
-	}
-	ix := &index{remap: make([]int32, len(recs))}
-	slots := map[uint32]int32{}
-	for i, r := range recs {
-		if r.Op == trace.OpRequestEnd {
-			continue
-		}
-		k, ok := slots[r.ID]
-		if !ok {
-			k = int32(len(ix.ids))
-			slots[r.ID] = k
-			ix.ids = append(ix.ids, r.ID)
-		}
-		ix.remap[i] = k
-	}
-	ix.n = len(ix.ids)
-	return ix
-}
-
-func (ix *index) slot(i int, id uint32) (int32, bool) {
-	if ix.remap != nil {
-		return ix.remap[i], true
-	}
-	return int32(id), int(id) < ix.n
-}
-
-func (ix *index) idOf(k int32) uint32 {
-	if ix.remap != nil {
-		return ix.ids[k]
-	}
-	return uint32(k)
-}

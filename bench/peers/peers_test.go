@@ -107,11 +107,11 @@ func TestBadTrace(t *testing.T) {
 
 // TestMismatch: a block whose id was overwritten is counted.
 func TestMismatch(t *testing.T) {
-	assert.Equal(t, uint64(5)|0xAB<<56, stamp(5, 8))
-	assert.Equal(t, uint64(5), stamp(5, 9))
+	assert.Equal(t, uint64(5)|0xAB<<56, replay.Stamp(5, 8))
+	assert.Equal(t, uint64(5), replay.Stamp(5, 9))
 	b := make([]byte, 8)
 	markBytes(b, 5)
-	assert.Equal(t, stamp(5, 8), loadID(b))
+	assert.Equal(t, replay.Stamp(5, 8), loadID(b))
 }
 
 func TestSparseIDs(t *testing.T) {

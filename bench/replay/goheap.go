@@ -20,10 +20,10 @@ var GoMaxBlock uint64 = 1 << 34
 // figures are the point.
 func Go(t *trace.Trace, progress func(done, total int)) (res Result, err error) {
 	recs := t.Records
-	ix := newIndex(recs)
+	ix := NewIndex(recs)
 	live := make([][]byte, ix.n) // nil: not live (make never returns nil)
 	var touched []int32          // the slots allocated in this request
-	res.Requests = countRequests(recs)
+	res.Requests = CountRequests(recs)
 
 	var before runtime.MemStats
 	runtime.ReadMemStats(&before)
@@ -46,7 +46,7 @@ func Go(t *trace.Trace, progress func(done, total int)) (res Result, err error) 
 			touched = touched[:0]
 			continue
 		}
-		k, ok := ix.slot(i, r.ID)
+		k, ok := ix.Slot(i, r.ID)
 		if !ok {
 			return res, fmt.Errorf("replay: record %d (%v): id out of range", i, *r)
 		}
@@ -82,7 +82,7 @@ func Go(t *trace.Trace, progress func(done, total int)) (res Result, err error) 
 			if *b == nil {
 				return res, fmt.Errorf("replay: record %d (%v): id %d is not live", i, *r, r.ID)
 			}
-			if len(*b) >= 8 && binary.LittleEndian.Uint64(*b) != stamp(r.ID, uint64(len(*b))) {
+			if len(*b) >= 8 && binary.LittleEndian.Uint64(*b) != Stamp(r.ID, uint64(len(*b))) {
 				res.Mismatches++
 			}
 			*b = nil
@@ -91,6 +91,6 @@ func Go(t *trace.Trace, progress func(done, total int)) (res Result, err error) 
 		}
 	}
 	res.Duration = time.Since(start)
-	finish(&res, &before, len(recs), progress)
+	Finish(&res, &before, len(recs), progress)
 	return res, nil
 }

@@ -92,9 +92,9 @@ type zblock struct {
 // ZmmHooks is Zmm with hooks.
 func ZmmHooks(h *zmm.Heap, t *trace.Trace, hooks Hooks) (Result, error) {
 	z := &zmmRun{h: h, recs: t.Records, hooks: hooks, gen: 1}
-	z.ix = newIndex(z.recs)
+	z.ix = NewIndex(z.recs)
 	z.live = make([]zblock, z.ix.n)
-	z.res.Requests = countRequests(z.recs)
+	z.res.Requests = CountRequests(z.recs)
 
 	var before runtime.MemStats
 	runtime.ReadMemStats(&before)
@@ -112,7 +112,7 @@ func ZmmHooks(h *zmm.Heap, t *trace.Trace, hooks Hooks) (Result, error) {
 	}
 	z.res.PeakUsage = max(z.res.PeakUsage, uint64(h.PeakUsage()))
 	z.res.RealPeakUsage = max(z.res.RealPeakUsage, uint64(h.RealPeakUsage()))
-	finish(&z.res, &before, len(z.recs), hooks.Progress)
+	Finish(&z.res, &before, len(z.recs), hooks.Progress)
 	return z.res, nil
 }
 
@@ -123,7 +123,7 @@ type zmmRun struct {
 	h        *zmm.Heap
 	recs     []trace.Record
 	hooks    Hooks
-	ix       *index
+	ix       *Index
 	live     []zblock
 	liveIDs  []int32 // for FreeAtEnd: the slots allocated in this request
 	gen      uint32
@@ -147,7 +147,7 @@ func (z *zmmRun) loop() {
 			z.requestEnd(request, i == len(recs)-1)
 			continue
 		}
-		k, ok := z.ix.slot(i, r.ID)
+		k, ok := z.ix.Slot(i, r.ID)
 		if !ok {
 			z.bad = fmt.Errorf("replay: record %d (%v): id out of range", i, *r)
 			return
@@ -169,7 +169,7 @@ func (z *zmmRun) loop() {
 				z.bad = fmt.Errorf("replay: record %d (%v): id %d is not live", i, *r, r.ID)
 				return
 			}
-			if b.size >= 8 && *(*uint64)(b.p) != stamp(r.ID, b.size) {
+			if b.size >= 8 && *(*uint64)(b.p) != Stamp(r.ID, b.size) {
 				z.res.Mismatches++
 			}
 			h.Free(b.p)
@@ -202,7 +202,7 @@ func (z *zmmRun) requestEnd(request int, last bool) {
 	if z.hooks.FreeAtEnd {
 		for _, k := range z.liveIDs {
 			if b := &z.live[k]; b.gen == z.gen {
-				if b.size >= 8 && *(*uint64)(b.p) != stamp(z.ix.idOf(k), b.size) {
+				if b.size >= 8 && *(*uint64)(b.p) != Stamp(z.ix.IDOf(k), b.size) {
 					z.res.Mismatches++
 				}
 				h.Free(b.p)
@@ -219,7 +219,7 @@ func (z *zmmRun) requestEnd(request int, last bool) {
 // zmm's blocks are 8-byte aligned.
 //
 // In a block of exactly 8 bytes the last byte is the id's top byte, so
-// the first 8 bytes then hold stamp(id, 8), not the id: that is what free
+// the first 8 bytes then hold Stamp(id, 8), not the id: that is what free
 // checks for.
 func mark(p unsafe.Pointer, size uint64, id uint32) {
 	if size >= 8 {
@@ -230,15 +230,19 @@ func mark(p unsafe.Pointer, size uint64, id uint32) {
 	}
 }
 
-// stamp is what the first 8 bytes of a block of size >= 8 hold after mark.
-func stamp(id uint32, size uint64) uint64 {
+// Stamp is what a replayer writes into the first 8 bytes of block id of
+// size bytes (and checks at free): the id, with the 0xAB of the last byte
+// on top when the block is 8 bytes long and the two overlap.
+func Stamp(id uint32, size uint64) uint64 {
 	if size == 8 {
 		return uint64(id) | 0xAB<<56
 	}
 	return uint64(id)
 }
 
-func finish(res *Result, before *runtime.MemStats, n int, progress func(done, total int)) {
+// Finish fills the result's op count, ns/op and GC figures after a replay
+// loop of n records, and reports the end to progress.
+func Finish(res *Result, before *runtime.MemStats, n int, progress func(done, total int)) {
 	var after runtime.MemStats
 	runtime.ReadMemStats(&after)
 	res.Ops = n
@@ -252,7 +256,9 @@ func finish(res *Result, before *runtime.MemStats, n int, progress func(done, to
 	}
 }
 
-func countRequests(recs []trace.Record) int {
+// CountRequests is the number of requests in recs: one per request end,
+// plus a last one not ended.
+func CountRequests(recs []trace.Record) int {
 	n := 0
 	for _, r := range recs {
 		if r.Op == trace.OpRequestEnd {
@@ -265,17 +271,17 @@ func countRequests(recs []trace.Record) int {
 	return n
 }
 
-// index maps ids to slots of the live table. Ids are small and dense in a
-// trace that follows the format, and are their own slots; a trace with
-// sparse ids gets them renumbered, before the timed loop, so that the
-// table stays as small as the trace.
-type index struct {
+// Index maps trace ids to slots of a replayer's live table: ids are their
+// own slots when dense, and are renumbered before the timed loop when
+// sparse. Every replayer (here and in bench/peers) uses it.
+type Index struct {
 	n     int
 	remap []int32  // per record, its slot; nil when ids are slots
 	ids   []uint32 // per slot, its id, when remapped
 }
 
-func newIndex(recs []trace.Record) *index {
+// NewIndex builds the index of a trace's records.
+func NewIndex(recs []trace.Record) *Index {
 	maxID := -1
 	for _, r := range recs {
 		if r.Op != trace.OpRequestEnd {
@@ -283,9 +289,9 @@ func newIndex(recs []trace.Record) *index {
 		}
 	}
 	if maxID < 2*len(recs)+1024 {
-		return &index{n: maxID + 1}
+		return &Index{n: maxID + 1}
 	}
-	ix := &index{remap: make([]int32, len(recs))}
+	ix := &Index{remap: make([]int32, len(recs))}
 	slots := map[uint32]int32{}
 	for i, r := range recs {
 		if r.Op == trace.OpRequestEnd {
@@ -303,15 +309,19 @@ func newIndex(recs []trace.Record) *index {
 	return ix
 }
 
-// slot returns the slot of record i's id.
-func (ix *index) slot(i int, id uint32) (int32, bool) {
+// Slot returns the slot of record i with id, and whether it is in range.
+func (ix *Index) Slot(i int, id uint32) (int32, bool) {
 	if ix.remap != nil {
 		return ix.remap[i], true
 	}
 	return int32(id), int(id) < ix.n
 }
 
-func (ix *index) idOf(k int32) uint32 {
+// Len is the number of slots a replayer's live table needs.
+func (ix *Index) Len() int { return ix.n }
+
+// IDOf returns the id that lives in slot k.
+func (ix *Index) IDOf(k int32) uint32 {
 	if ix.remap != nil {
 		return ix.ids[k]
 	}
