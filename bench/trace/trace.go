@@ -505,11 +505,19 @@ func Write(w io.Writer, t *Trace) error {
 // WriteFile writes t to the file at path, gzip-compressed when the path
 // ends in .gz. An invalid trace is refused with a *FormatError before the
 // file is created.
-func WriteFile(path string, t *Trace) (err error) {
+func WriteFile(path string, t *Trace) error {
 	check := Trace{Records: t.Records}
 	if err := check.Analyze(); err != nil {
 		return err
 	}
+	return CreateFile(path, func(w io.Writer) error { return Write(w, t) })
+}
+
+// CreateFile creates the file at path and lets write fill it through a
+// writer that gzip-compresses when the path ends in .gz. If write or the
+// file fails, the file is removed. Generators that stream records use it
+// directly.
+func CreateFile(path string, write func(io.Writer) error) (err error) {
 	f, err := os.Create(path)
 	if err != nil {
 		return err
@@ -523,13 +531,13 @@ func WriteFile(path string, t *Trace) (err error) {
 		}
 	}()
 	if !strings.HasSuffix(path, ".gz") {
-		return Write(f, t)
+		return write(f)
 	}
 	gz, err := gzip.NewWriterLevel(f, gzip.BestCompression)
 	if err != nil {
 		return err
 	}
-	if err := Write(gz, t); err != nil {
+	if err := write(gz); err != nil {
 		return err
 	}
 	return gz.Close()

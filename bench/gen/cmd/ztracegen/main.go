@@ -10,13 +10,11 @@
 package main
 
 import (
-	"compress/gzip"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
-	"strings"
 
 	"github.com/gozmm/zmm/bench/gen"
 	"github.com/gozmm/zmm/bench/trace"
@@ -68,28 +66,6 @@ func run(args []string, stderr io.Writer) error {
 }
 
 // writeFile generates p into path; a failed generation removes the file.
-func writeFile(path string, p gen.Params) (err error) {
-	f, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if cerr := f.Close(); err == nil {
-			err = cerr
-		}
-		if err != nil {
-			_ = os.Remove(path)
-		}
-	}()
-	if !strings.HasSuffix(path, ".gz") {
-		return gen.Write(f, p)
-	}
-	gz, err := gzip.NewWriterLevel(f, gzip.BestCompression)
-	if err != nil {
-		return err
-	}
-	if err := gen.Write(gz, p); err != nil {
-		return err
-	}
-	return gz.Close()
+func writeFile(path string, p gen.Params) error {
+	return trace.CreateFile(path, func(w io.Writer) error { return gen.Write(w, p) })
 }
