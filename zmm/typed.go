@@ -1,0 +1,151 @@
+package zmm
+
+import (
+	"fmt"
+	"reflect"
+	"sync"
+	"unsafe"
+)
+
+// Typed helpers. A block holds plain bytes, invisible to the garbage
+// collector, so a T stored in one must not contain Go pointers: no
+// pointers, strings, slices, maps, channels, functions, interfaces or
+// unsafe.Pointers, at any depth. Every helper checks T once per type (the
+// result is cached) and panics with a message naming the type and the
+// offending field otherwise. uintptr fields are allowed: an address kept as
+// a number is the caller's business.
+//
+// What a helper returns points into the heap: it is valid until it is
+// freed, or the heap is Reset or Closed.
+
+var pointerFreeTypes sync.Map // reflect.Type → error (nil when the type is fine)
+
+// checkPointerFree panics if T contains Go pointers.
+func checkPointerFree[T any]() {
+	t := reflect.TypeFor[T]()
+	v, ok := pointerFreeTypes.Load(t)
+	if !ok {
+		var err error
+		if where, kind := findPointer(t, t.String()); where != "" {
+			err = fmt.Errorf("zmm: type %v cannot live in zmm memory: %s is %s, a Go pointer the garbage collector would not see", t, where, kind)
+		}
+		v, _ = pointerFreeTypes.LoadOrStore(t, err)
+	}
+	if err, _ := v.(error); err != nil {
+		panic(err)
+	}
+}
+
+var pointerKinds = map[reflect.Kind]string{
+	reflect.Pointer: "a pointer", reflect.String: "a string", reflect.Slice: "a slice",
+	reflect.Map: "a map", reflect.Chan: "a channel", reflect.Func: "a func",
+	reflect.Interface: "an interface", reflect.UnsafePointer: "an unsafe.Pointer",
+}
+
+// findPointer returns the path and kind of the first part of t that holds a
+// Go pointer, or "".
+func findPointer(t reflect.Type, path string) (string, string) {
+	switch t.Kind() {
+	case reflect.Pointer, reflect.String, reflect.Slice, reflect.Map, reflect.Chan,
+		reflect.Func, reflect.Interface, reflect.UnsafePointer:
+		return path, pointerKinds[t.Kind()]
+	case reflect.Array:
+		if t.Len() == 0 {
+			return "", ""
+		}
+		return findPointer(t.Elem(), path+"[0]")
+	case reflect.Struct:
+		for i := range t.NumField() {
+			f := t.Field(i)
+			if where, kind := findPointer(f.Type, path+"."+f.Name); where != "" {
+				return where, kind
+			}
+		}
+	}
+	return "", ""
+}
+
+// AllocOf returns a new zeroed T in h (ecalloc of one T).
+func AllocOf[T any](h *Heap) *T {
+	checkPointerFree[T]()
+	var zero T
+	return (*T)(h.Calloc(1, unsafe.Sizeof(zero)))
+}
+
+// FreeOf frees a T that AllocOf returned.
+func FreeOf[T any](h *Heap, p *T) {
+	h.Free(unsafe.Pointer(p))
+}
+
+// MakeSlice returns a zeroed slice of T with length n and capacity c in h
+// (c below n is taken as n). The element count is checked for overflow.
+func MakeSlice[T any](h *Heap, n, c int) []T {
+	checkPointerFree[T]()
+	if n < 0 || c < 0 {
+		fail(ErrOverflow, "MakeSlice", 0, "zmm: MakeSlice of negative length %d or capacity %d", n, c)
+	}
+	c = max(c, n)
+	var zero T
+	p := h.Calloc(uintptr(c), unsafe.Sizeof(zero))
+	return unsafe.Slice((*T)(p), c)[:n]
+}
+
+// GrowSlice returns s with room for at least c elements, moved if need be
+// (erealloc): the elements up to len(s) are kept, the new room is zeroed.
+// s must be a slice that MakeSlice or GrowSlice returned, or nil.
+func GrowSlice[T any](h *Heap, s []T, c int) []T {
+	checkPointerFree[T]()
+	if c <= cap(s) {
+		return s
+	}
+	var zero T
+	size := unsafe.Sizeof(zero)
+	bytes := safeSize("GrowSlice", uintptr(c), size, 0)
+	var p unsafe.Pointer
+	if cap(s) == 0 {
+		p = h.Alloc(bytes)
+	} else {
+		p = h.Realloc(unsafe.Pointer(unsafe.SliceData(s)), bytes)
+	}
+	out := unsafe.Slice((*T)(p), c)
+	clear(out[len(s):])
+	return out[:len(s)]
+}
+
+// FreeSlice frees a slice that MakeSlice or GrowSlice returned.
+func FreeSlice[T any](h *Heap, s []T) {
+	if cap(s) == 0 {
+		return
+	}
+	h.Free(unsafe.Pointer(unsafe.SliceData(s)))
+}
+
+// CopyString copies s into h and returns a string that uses the copy. The
+// result must not be used after FreeString, Reset or Close: it then points
+// at memory that is gone or reused, and Go strings are assumed immutable.
+func CopyString(h *Heap, s string) string {
+	if len(s) == 0 {
+		return ""
+	}
+	p := h.Alloc(uintptr(len(s)))
+	copy(unsafe.Slice((*byte)(p), len(s)), s)
+	return unsafe.String((*byte)(p), len(s))
+}
+
+// CopyBytes copies s into h and returns the copy as a []byte of length
+// len(s) (capacity the block's size). The lifetime rule of CopyString
+// applies.
+func CopyBytes(h *Heap, s string) []byte {
+	b := h.AllocBytes(len(s))
+	copy(b, s)
+	return b
+}
+
+// FreeString frees a string that CopyString returned. An empty string owns
+// no block and is ignored.
+func FreeString(h *Heap, s string) {
+	if len(s) == 0 {
+		return
+	}
+	h.Free(unsafe.Pointer(unsafe.StringData(s)))
+}
