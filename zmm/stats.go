@@ -33,6 +33,14 @@ func (h *Heap) ResetPeak() {
 // Limit returns the memory limit (Unlimited when there is none).
 func (h *Heap) Limit() uintptr { return h.st.limit }
 
+// Debug reports whether the heap is in debug mode: each block then starts
+// debugheader.Size bytes after the start of its slot, so small and large
+// blocks are 16-byte aligned rather than 4 KiB for page runs.
+func (h *Heap) Debug() bool { return h.st.debug }
+
+// Mode reports where the heap's blocks come from.
+func (h *Heap) Mode() AllocMode { return h.st.mode }
+
 // SetLimit sets the memory limit in bytes (zend_set_memory_limit). The
 // limit applies to RealUsage and is checked when a chunk or a huge block is
 // mapped, so it works in steps of 2 MiB chunks, as in the Zend MM. A limit
