@@ -33,9 +33,9 @@ func (h *Heap) ResetPeak() {
 // Limit returns the memory limit (Unlimited when there is none).
 func (h *Heap) Limit() uintptr { return h.st.limit }
 
-// Debug reports whether the heap is in debug mode: each block then starts
-// debugheader.Size bytes after the start of its slot, so small and large
-// blocks are 16-byte aligned rather than 4 KiB for page runs.
+// Debug reports whether the heap is in debug mode. A debug block starts
+// debugheader.Size (32) bytes into its slot, so page runs are no longer
+// 4 KiB aligned: only 8-byte alignment holds for every block.
 func (h *Heap) Debug() bool { return h.st.debug }
 
 // Mode reports where the heap's blocks come from.
