@@ -537,3 +537,16 @@ func WriteLeakReport(w io.Writer, leaks []Leak, script string, now time.Time) er
 func sortLeaks(l []Leak) {
 	slices.SortFunc(l, func(a, b Leak) int { return cmp.Compare(a.Addr, b.Addr) })
 }
+
+// SetName renames the heap in its leak report (the report's script=), as
+// the Zend MM names the script of the request that leaked. A server that
+// reuses one heap for many requests sets it at each request start. It does
+// nothing for a heap that is not in debug mode, which writes no report.
+func (h *Heap) SetName(name string) {
+	if h.dbg != nil {
+		if name == "" {
+			name = "-"
+		}
+		h.dbg.name = name
+	}
+}

@@ -1205,3 +1205,15 @@ func TestGuardPageFaults(t *testing.T) {
 	assert.Contains(t, text, "\t"+dbgFile+":"+m[2]+" ", "the Go stack trace names the faulting line")
 	assert.NotContains(t, text, "did not fault")
 }
+
+func TestSetNameNamesTheLeakReport(t *testing.T) {
+	var out bytes.Buffer
+	h, err := zmm.New(zmm.WithDebug(true), zmm.WithLeakReport(&out), zmm.WithName("first"))
+	require.NoError(t, err)
+	defer h.Close()
+	h.Alloc(10)
+	h.SetName("GET /users/7")
+	h.Reset()
+	assert.Contains(t, out.String(), "script=GET /users/7")
+	assert.NotContains(t, out.String(), "first")
+}
