@@ -209,3 +209,26 @@ func (s *heapState) pushFree(slot uintptr, bin uint32) {
 	l[bin] = slot
 	s.size -= uintptr(bins.Size[bin])
 }
+
+// Owns reports whether p points into memory the heap holds now: a live
+// chunk or huge block of this heap (for a system or guard heap, a live
+// block). It answers from the frame table without reading p, so any value
+// is safe to ask about, and it does not say whether p starts a live block:
+// Free still checks that. Code that manages several heaps uses it to route
+// a pointer to its heap, or to report which heap a stray pointer came from.
+func (h *Heap) Owns(p unsafe.Pointer) bool {
+	addr := uintptr(p)
+	s := h.st
+	if s.closed != 0 || addr == 0 {
+		return false
+	}
+	if s.mode != ModeChunks {
+		return h.dbg.sys[addr] != nil
+	}
+	f := chunk.LookupFrame(addr)
+	switch f.Kind() {
+	case chunk.FrameChunk, chunk.FrameHuge, chunk.FrameHugeInterior:
+		return f.Owner() == s.id
+	}
+	return false
+}

@@ -705,3 +705,33 @@ func TestOutOfMemoryFromTheOS(t *testing.T) {
 	h.Free(p)
 	assert.Zero(t, h.Usage(), "the heap is still usable")
 }
+
+func TestOwnsTellsHeapsApart(t *testing.T) {
+	a, err := zmm.New()
+	require.NoError(t, err)
+	defer a.Close()
+	b, err := zmm.New()
+	require.NoError(t, err)
+	defer b.Close()
+	small, large, huge := a.Alloc(40), a.Alloc(10000), a.Alloc(3<<20)
+	for _, p := range []unsafe.Pointer{small, large, huge, unsafe.Add(huge, 2<<20+5)} {
+		assert.True(t, a.Owns(p))
+		assert.False(t, b.Owns(p))
+	}
+	assert.False(t, a.Owns(nil))
+	x := 7
+	assert.False(t, a.Owns(unsafe.Pointer(&x)), "Go memory")
+	a.Free(huge)
+	assert.False(t, a.Owns(huge), "a freed huge block is not held")
+	a.Reset()
+	assert.True(t, a.Owns(small), "the main chunk stays after Reset")
+	a.Close()
+	assert.False(t, a.Owns(small), "nothing is held after Close")
+	s, err := zmm.New(zmm.WithAllocMode(zmm.ModeSystem))
+	require.NoError(t, err)
+	defer s.Close()
+	p := s.Alloc(8)
+	assert.True(t, s.Owns(p))
+	s.Free(p)
+	assert.False(t, s.Owns(p))
+}
