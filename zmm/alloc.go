@@ -36,7 +36,7 @@ func (s *heapState) isFreeSlot(slot uintptr) bool {
 
 // lists returns the free lists the slow paths work on.
 func (s *heapState) lists() *[32]uintptr {
-	if s.linkOff != 0 {
+	if s.special != 0 {
 		return &s.dfree
 	}
 	return &s.free
@@ -88,8 +88,8 @@ func (s *heapState) corruptSlot(bin uint32, slot uintptr) {
 }
 
 // refill is Alloc's slow path for small sizes: the bin's free list is
-// empty, or the heap is special (debug, system, guard) and serves every
-// block here.
+// empty, or the heap is special (debug, system, guard, custom handlers)
+// and serves every block here.
 //
 //go:noinline
 func (h *Heap) refill(bin uint32, size uintptr) unsafe.Pointer {

@@ -135,16 +135,26 @@ func resolveSite(pc uintptr) Site {
 	}
 }
 
-// allocSpecial serves Alloc (and everything built on it) for a special heap.
-func (h *Heap) allocSpecial(size uintptr, op string) unsafe.Pointer {
+// callSite is the allocation site of the call being served: the first
+// caller outside zmm, or, below a custom handler, the handler's caller.
+func (h *Heap) callSite(d *debugState) uintptr {
+	if hk := h.hooks; hk != nil && hk.site != 0 {
+		return hk.site
+	}
+	return d.callerSite()
+}
+
+// allocDebug serves Alloc (and everything built on it) for a debug,
+// system or guard heap.
+func (h *Heap) allocDebug(size uintptr, op string) unsafe.Pointer {
 	d := h.dbg
 	d.enter(op)
 	defer d.exit()
 	h.st.checkOpen(op)
 	if h.st.mode != ModeChunks {
-		return h.sysAlloc(size, op, d.callerSite(), 0)
+		return h.sysAlloc(size, op, h.callSite(d), 0)
 	}
-	return h.debugAlloc(size, op, d.callerSite(), 0)
+	return h.debugAlloc(size, op, h.callSite(d), 0)
 }
 
 // debugAlloc allocates a debug block in a chunk heap.
@@ -241,8 +251,8 @@ func (h *Heap) debugRelease(b block, addr uintptr) {
 	}
 }
 
-// freeSpecial is Free for a special heap.
-func (h *Heap) freeSpecial(addr uintptr) {
+// freeDebug is Free for a debug, system or guard heap.
+func (h *Heap) freeDebug(addr uintptr) {
 	d := h.dbg
 	d.enter("Free")
 	defer d.exit()
@@ -254,16 +264,16 @@ func (h *Heap) freeSpecial(addr uintptr) {
 	h.debugRelease(b, addr)
 }
 
-// reallocSpecial is Realloc for a special heap. It always moves the block,
+// reallocDebug is Realloc for a debug, system or guard heap. It always moves the block,
 // so that a stale pointer to the old one is caught; the new block records
 // the realloc's site, and the first allocation's as its original site.
-func (h *Heap) reallocSpecial(addr uintptr, size uintptr) unsafe.Pointer {
+func (h *Heap) reallocDebug(addr uintptr, size uintptr) unsafe.Pointer {
 	d := h.dbg
 	d.enter("Realloc")
 	defer d.exit()
 	s := h.st
 	s.checkOpen("Realloc")
-	site := d.callerSite()
+	site := h.callSite(d)
 	if addr == 0 {
 		if s.mode != ModeChunks {
 			return h.sysAlloc(size, "Realloc", site, 0)
@@ -290,6 +300,9 @@ func (h *Heap) reallocSpecial(addr uintptr, size uintptr) unsafe.Pointer {
 // blockSizeSpecial is BlockSize for a special heap: the requested size, so
 // that a write past it is caught.
 func (h *Heap) blockSizeSpecial(addr uintptr) uintptr {
+	if h.st.special&specialMode == 0 { // handlers only
+		return h.st.lookup("BlockSize", addr).size
+	}
 	d := h.dbg
 	d.enter("BlockSize")
 	defer d.exit()
@@ -430,7 +443,7 @@ type Leak struct {
 // every block); a normal heap keeps no sites and returns nil.
 func (h *Heap) Leaks() []Leak {
 	s := h.st
-	if s.special == 0 || s.closed != 0 {
+	if s.special&specialMode == 0 || s.closed != 0 {
 		return nil
 	}
 	d := h.dbg

@@ -76,7 +76,7 @@ func fail(kind error, op string, ptr uintptr, format string, args ...any) {
 }
 
 func limitError(op string, limit, tried uintptr) {
-	fail(ErrMemoryLimit, op, 0, "Allowed memory size of %d bytes exhausted (tried to allocate %d bytes)", limit, tried)
+	panic(LimitError(op, limit, tried))
 }
 
 func outOfMemory(op string, allocated, tried uintptr) {
@@ -85,4 +85,13 @@ func outOfMemory(op string, allocated, tried uintptr) {
 
 func overflowError(op string, n, size, offset uintptr) {
 	fail(ErrOverflow, op, 0, "Possible integer overflow in memory allocation (%d * %d + %d)", n, size, offset)
+}
+
+// LimitError returns the error a heap panics with when its memory limit
+// stops an allocation of size bytes (Zend's "Allowed memory size of N bytes
+// exhausted (tried to allocate M bytes)"), for code that must fail the way
+// the heap does: fault injectors, wrappers with limits of their own.
+func LimitError(op string, limit, size uintptr) *Error {
+	return &Error{Kind: ErrMemoryLimit, Op: op,
+		Msg: fmt.Sprintf("Allowed memory size of %d bytes exhausted (tried to allocate %d bytes)", limit, size)}
 }

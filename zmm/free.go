@@ -57,7 +57,11 @@ func (h *Heap) freeSlow(addr uintptr) {
 		h.freeSpecial(addr)
 		return
 	}
-	b := s.lookup("Free", addr)
+	s.freeBlock(s.lookup("Free", addr), addr)
+}
+
+// freeBlock frees a block that lookup accepted.
+func (s *heapState) freeBlock(b block, addr uintptr) {
 	switch b.kind {
 	case kindSmall:
 		s.addOwn(b.c.Base())

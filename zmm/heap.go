@@ -31,6 +31,9 @@ type Heap struct {
 	// dbg holds the Go-side state of a debug, system or guard heap (leak
 	// writer, site cache, the blocks of a system heap); nil otherwise.
 	dbg *debugState
+	// hooks holds the custom handlers (SetHandlers); nil when there are
+	// none.
+	hooks *hookState
 }
 
 // heapState is the heap proper. It lives in page 0 of the heap's main chunk,
@@ -71,9 +74,10 @@ type heapState struct {
 	nextNum                          uint32
 	deleteBoundary, deleteCount      uint32
 	closed                           uint32
-	// special is non-zero for debug, system and guard heaps. Such heaps
-	// keep s.free empty and never enter the own set, so the fast paths
-	// always miss and the slow paths dispatch on mode.
+	// special is non-zero for debug, system and guard heaps
+	// (specialMode) and heaps with custom handlers (specialHooked). Such
+	// heaps keep s.free empty and never enter the own set, so the fast
+	// paths always miss and the slow paths dispatch.
 	special uint32
 	mode    AllocMode
 	debug   bool
@@ -82,7 +86,8 @@ type heapState struct {
 	linkOff uintptr
 	// hdr is the debug record in front of every block (0 or 32 bytes).
 	hdr uintptr
-	// dfree are the free lists of a debug heap.
+	// dfree are the free lists of a special heap, which the fast paths
+	// never see.
 	dfree [32]uintptr
 	// avgChunks is the running average of chunks a request needed, which
 	// sets how many chunks Reset keeps (the Zend MM's avg_chunks_count).
@@ -243,7 +248,7 @@ func New(opts ...Option) (*Heap, error) {
 	}
 	h := &Heap{st: s}
 	if *cfg.debug || *cfg.mode != ModeChunks {
-		s.special = 1
+		s.special = specialMode
 		s.debug = *cfg.debug
 		s.mode = *cfg.mode
 		h.dbg = newDebugState(cfg)
@@ -515,6 +520,9 @@ func (s *heapState) dropCache() uintptr {
 func (h *Heap) Reset() {
 	s := h.st
 	s.checkOpen("Reset")
+	if hk := h.hooks; hk != nil && hk.Reset != nil {
+		hk.Reset()
+	}
 	if d := h.dbg; d != nil {
 		d.enter("Reset")
 		defer d.exit()

@@ -26,8 +26,15 @@ func (h *Heap) Realloc(p unsafe.Pointer, size uintptr) unsafe.Pointer {
 	if s.special != 0 {
 		return h.reallocSpecial(addr, size)
 	}
+	return h.reallocChunks(addr, size)
+}
+
+// reallocChunks is Realloc for a chunk heap that is not in debug mode
+// (with or without custom handlers).
+func (h *Heap) reallocChunks(addr uintptr, size uintptr) unsafe.Pointer {
+	s := h.st
 	if addr == 0 {
-		return h.Alloc(size)
+		return h.allocBuiltin(size, "Realloc")
 	}
 	s.checkOpen("Realloc")
 	b := s.lookup("Realloc", addr)
@@ -78,10 +85,10 @@ func (s *heapState) resizeLarge(b block, size uintptr) bool {
 func (h *Heap) reallocMove(p unsafe.Pointer, oldSize, size uintptr) unsafe.Pointer {
 	s := h.st
 	peak := s.peak
-	q := h.Alloc(size)
+	q := h.allocBuiltin(size, "Realloc")
 	n := min(oldSize, size)
 	copy(unsafe.Slice((*byte)(q), n), unsafe.Slice((*byte)(p), n))
-	h.Free(p)
+	h.freeBuiltin(uintptr(p))
 	s.peak = max(peak, s.size)
 	return q
 }

@@ -212,7 +212,7 @@ func (h *Heap) Snapshot() *Snapshot {
 	if st.RealUsage > 0 {
 		fr.UnusedOfRealPct = int(100 * fr.Total / uint64(st.RealUsage))
 	}
-	if s.special != 0 {
+	if s.special&specialMode != 0 {
 		for _, l := range h.leaks() {
 			snap.Blocks = append(snap.Blocks, BlockSnapshot{Addr: uint64(l.Addr), Size: uint64(l.Size),
 				Kind: kindOfSize(s, l.Size), Site: siteRecord(l.Site), Orig: siteRecord(l.Orig)})
