@@ -442,6 +442,9 @@ type Writer struct {
 	v     validator
 	index int
 	err   error // sticky
+	// rec is the scratch space of Write: a local array would escape
+	// through the bufio.Writer and cost a Go allocation per record.
+	rec [RecordSize]byte
 }
 
 // NewWriter writes the header to w and returns a Writer for the records.
@@ -463,8 +466,7 @@ func (tw *Writer) Write(r Record) error {
 	if err := tw.v.check(tw.index, r); err != nil {
 		return err
 	}
-	var b [RecordSize]byte
-	if _, err := tw.w.Write(AppendRecord(b[:0], r)); err != nil {
+	if _, err := tw.w.Write(AppendRecord(tw.rec[:0], r)); err != nil {
 		tw.err = err
 		return err
 	}
