@@ -90,6 +90,7 @@ const (
 	opsMiscReset     = opsMisc | 4<<4
 	opsMiscResetPeak = opsMisc | 6<<4
 	opsMiscCheck     = opsMisc | 8<<4
+	opsMiscHandlers  = opsMisc | 9<<4
 	opsMiscCorrupt   = opsMisc | 10<<4
 )
 
@@ -480,6 +481,9 @@ type opsRun struct {
 	cache  []uintptr   // the heap's huge cache: mapping sizes, oldest first
 	avg    float64     // the heap's running average of chunks per request
 	main   uintptr     // the main chunk
+	// calls counts the calls the passthrough handlers served since they
+	// were installed by toggleHandlers; -1 when none are installed.
+	calls int
 }
 
 // opsExec decodes data into a program and runs it on a new heap (a debug
@@ -505,9 +509,17 @@ func opsExec(tb testing.TB, data []byte, dbg bool, hits *opsHits) {
 	r.main = (uintptr(p) - r.hdr) &^ (chunk.Size - 1)
 	h.Free(p)
 	h.ResetPeak()
+	r.calls = -1
 	for r.step = 0; r.step < opsMaxSteps && r.pos < len(data); r.step++ {
+		calls := r.calls
 		r.one()
 		r.checkCounters()
+		switch r.op {
+		case "Alloc", "Calloc", "Strdup", "Realloc(nil)":
+			if calls >= 0 && r.calls == calls {
+				r.failf("the custom handlers did not see the call")
+			}
+		}
 	}
 	r.op = "end"
 	r.verifyAll("at the end")
@@ -717,9 +729,12 @@ func (r *opsRun) one() {
 			r.op = "ResetPeak"
 			h.ResetPeak()
 			r.peak = r.usage
-		case sub < 10:
+		case sub < 9:
 			r.op = "Check"
 			r.checkOp()
+		case sub < 10:
+			r.op = "Handlers"
+			r.toggleHandlers()
 		default:
 			idx, pos, val := r.byte(), r.byte(), r.byte()
 			if !r.debug {
@@ -1319,6 +1334,29 @@ func (r *opsRun) verifyAll(what string) {
 // checkOp runs h.Check: nil on a normal heap; on a debug heap, exactly the
 // corrupted blocks, each named with its address, size and damage, which
 // are then repaired.
+// toggleHandlers installs custom handlers that pass every call to the
+// heap's own code, or removes them. The model does not change: whatever
+// the handlers, the heap must behave the same, its blocks staying valid
+// across the switch both ways.
+func (r *opsRun) toggleHandlers() {
+	h := r.h
+	if _, on := h.CustomHandlers(); on {
+		h.RestoreHandlers()
+		r.calls = -1
+		return
+	}
+	next := h.Builtin()
+	r.calls = 0
+	h.SetHandlers(zmm.Handlers{
+		Alloc: func(size uintptr) unsafe.Pointer { r.calls++; return next.Alloc(size) },
+		Free:  func(p unsafe.Pointer) { r.calls++; next.Free(p) },
+		Realloc: func(p unsafe.Pointer, size uintptr) unsafe.Pointer {
+			r.calls++
+			return next.Realloc(p, size)
+		},
+	})
+}
+
 func (r *opsRun) checkOp() {
 	err := r.h.Check()
 	var want []*opsBlock
@@ -1588,6 +1626,7 @@ func (p *opsProg) gc() *opsProg                { return p.add(opsMiscGC) }
 func (p *opsProg) reset() *opsProg             { p.n = 0; return p.add(opsMiscReset) }
 func (p *opsProg) resetPeak() *opsProg         { return p.add(opsMiscResetPeak) }
 func (p *opsProg) check() *opsProg             { return p.add(opsMiscCheck) }
+func (p *opsProg) handlers() *opsProg          { return p.add(opsMiscHandlers) }
 func (p *opsProg) setLimit(l byte) *opsProg    { return p.add(opsSetLimit, l) }
 func (p *opsProg) corrupt(idx, pos, val byte) *opsProg {
 	return p.add(opsMiscCorrupt, idx, pos, val)

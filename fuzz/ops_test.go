@@ -177,6 +177,7 @@ func opsSeedGCEmptyChunk() *opsProg {
 // find no block.
 func opsSeedMisc() *opsProg {
 	p := &opsProg{}
+	p.handlers()                       // everything below but the tail goes through handlers
 	p.add(opsFree, 0)                  // Free(nil)
 	p.add(opsRealloc, 0, 0, 5, 1)      // no block: Realloc(nil, 48)
 	p.n++                              //
@@ -202,6 +203,8 @@ func opsSeedMisc() *opsProg {
 	p.gc()
 	p.reset()
 	p.alloc(opsSmall(11, 0))
+	p.handlers() // off again: the fast paths serve the blocks made under them
+	p.free(0).alloc(opsSmall(11, 0))
 	p.add(opsMiscCorrupt, 0, 0, 0) // Check on a normal heap
 	return p
 }
