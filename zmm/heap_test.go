@@ -735,3 +735,17 @@ func TestOwnsTellsHeapsApart(t *testing.T) {
 	s.Free(p)
 	assert.False(t, s.Owns(p))
 }
+
+func TestWrongHeapInEveryMode(t *testing.T) {
+	for _, m := range []zmm.AllocMode{zmm.ModeChunks, zmm.ModeSystem, zmm.ModeGuard} {
+		a := newHeap(t, zmm.WithAllocMode(m))
+		b := newHeap(t, zmm.WithAllocMode(m))
+		p := a.Alloc(64)
+		assert.ErrorIs(t, catch(t, func() { b.Free(p) }), zmm.ErrWrongHeap, "mode %v", m)
+		assert.ErrorIs(t, catch(t, func() { b.Realloc(p, 10) }), zmm.ErrWrongHeap, "mode %v", m)
+		a.Free(p)
+		if m != zmm.ModeChunks { // in chunk mode the chunk is still a's
+			assert.ErrorIs(t, catch(t, func() { b.Free(p) }), zmm.ErrInvalidPointer, "mode %v: a freed block is nobody's", m)
+		}
+	}
+}

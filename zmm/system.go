@@ -2,6 +2,7 @@ package zmm
 
 import (
 	"fmt"
+	"sync"
 	"unsafe"
 
 	"github.com/gozmm/zmm/bins"
@@ -41,6 +42,12 @@ func (b *sysBlock) data(addr uintptr) unsafe.Pointer {
 	}
 	return ptr(addr)
 }
+
+// sysOwners maps every live block of every system or guard heap to its
+// heap's id, so that a block freed on the wrong heap is named as such, as
+// the frame table does for chunk heaps. Only those modes, meant for
+// debugging, pay for it.
+var sysOwners sync.Map // uintptr → uint32
 
 // classOf is the class size a block of size bytes has in chunk mode.
 func classOf(op string, size uintptr) uintptr {
@@ -85,6 +92,7 @@ func (h *Heap) sysAlloc(size uintptr, op string, site, orig uintptr) unsafe.Poin
 		}
 	}
 	d.sys[uintptr(p)] = b
+	sysOwners.Store(uintptr(p), s.id)
 	delete(d.freed, uintptr(p))
 	s.size += class
 	s.peak = max(s.peak, s.size)
@@ -101,6 +109,9 @@ func (h *Heap) sysLookup(addr uintptr, op string) *sysBlock {
 	}
 	if _, was := h.dbg.freed[addr]; was {
 		fail(ErrDoubleFree, op, addr, "zmm: %s(0x%x): double free: the block is already free", op, addr)
+	}
+	if owner, ok := sysOwners.Load(addr); ok && owner.(uint32) != h.st.id {
+		fail(ErrWrongHeap, op, addr, "zmm: %s(0x%x): the block belongs to another heap", op, addr)
 	}
 	fail(ErrInvalidPointer, op, addr, "zmm: %s(0x%x): invalid pointer: not a live block of this heap (%v mode)", op, addr, h.st.mode)
 	return nil
@@ -137,6 +148,7 @@ func (h *Heap) sysCheckSlack(addr uintptr, b *sysBlock, op string) {
 func (h *Heap) sysRelease(addr uintptr, b *sysBlock) {
 	s, d := h.st, h.dbg
 	delete(d.sys, addr)
+	sysOwners.CompareAndDelete(addr, s.id)
 	if len(d.freed) >= 1<<16 {
 		clear(d.freed)
 	}
