@@ -67,7 +67,45 @@ type siteCache struct {
 
 const zmmFuncPrefix = "github.com/gozmm/zmm/zmm."
 
-func isInternalFunc(name string) bool { return strings.HasPrefix(name, zmmFuncPrefix) }
+// helperPrefixes are the function-name prefixes of the packages marked
+// with MarkHelperPackage.
+var helperPrefixes atomic.Pointer[[]string]
+
+func isInternalFunc(name string) bool {
+	if strings.HasPrefix(name, zmmFuncPrefix) {
+		return true
+	}
+	if l := helperPrefixes.Load(); l != nil {
+		for _, p := range *l {
+			if strings.HasPrefix(name, p) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// MarkHelperPackage makes debug heaps look past the functions of the
+// package with the given import path when they record a block's allocation
+// site, as testing.T.Helper does for test helpers: a package that wraps
+// zmm (an adapter, a lifecycle driver, an arena type) then has its
+// callers' lines in leak reports, errors and profiles instead of its own.
+// Call it from the package's init function: a debug heap caches what it
+// learnt of a program counter, so marking later may not reach heaps that
+// have already recorded sites from the package.
+func MarkHelperPackage(importPath string) {
+	for {
+		old := helperPrefixes.Load()
+		var next []string
+		if old != nil {
+			next = append(next, *old...)
+		}
+		next = append(next, importPath+".")
+		if helperPrefixes.CompareAndSwap(old, &next) {
+			return
+		}
+	}
+}
 
 // callerSite returns the program counter of the first caller outside
 // package zmm. Walking the stack is most of debug mode's cost, and the

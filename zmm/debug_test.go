@@ -36,6 +36,7 @@ import (
 	"github.com/gozmm/zmm/chunk"
 	"github.com/gozmm/zmm/debugheader"
 	"github.com/gozmm/zmm/zmm"
+	"github.com/gozmm/zmm/zmm/internal/wraptest"
 )
 
 // dbgFile is the path of this file as the runtime reports it.
@@ -1216,4 +1217,15 @@ func TestSetNameNamesTheLeakReport(t *testing.T) {
 	h.Reset()
 	assert.Contains(t, out.String(), "script=GET /users/7")
 	assert.NotContains(t, out.String(), "first")
+}
+
+func TestMarkHelperPackageNamesTheWrappersCaller(t *testing.T) {
+	h, err := zmm.New(zmm.WithDebug(true), zmm.WithLeakReport(nil))
+	require.NoError(t, err)
+	defer h.Close()
+	wraptest.Alloc(h, 40) // the site: this line, not the wrapper's
+	leaks := h.Leaks()
+	require.Len(t, leaks, 1)
+	assert.True(t, strings.HasSuffix(leaks[0].Site.File, "zmm/debug_test.go"), "site %v", leaks[0].Site)
+	assert.Contains(t, leaks[0].Site.Function, "TestMarkHelperPackageNamesTheWrappersCaller")
 }
