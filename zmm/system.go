@@ -27,8 +27,8 @@ import (
 type sysBlock struct {
 	size, class uintptr
 	site, orig  uintptr
-	buf         []byte  // system mode: the Go allocation
-	base, len   uintptr // guard mode: the mapping, guard page included
+	buf         []uint64 // system mode: the Go allocation (of words: 8-byte aligned)
+	base, len   uintptr  // guard mode: the mapping, guard page included
 }
 
 const guardSlackByte = 0xA7
@@ -69,7 +69,9 @@ func (h *Heap) sysAlloc(size uintptr, op string, site, orig uintptr) unsafe.Poin
 	b := &sysBlock{size: size, class: class, site: site, orig: orig}
 	var p unsafe.Pointer
 	if s.mode == ModeSystem {
-		b.buf = make([]byte, max(size, 1))
+		// Words, not bytes: Go's tiny allocator packs small byte slices
+		// at any alignment, and every block is 8-byte aligned.
+		b.buf = make([]uint64, (max(size, 1)+7)/8)
 		p = unsafe.Pointer(unsafe.SliceData(b.buf))
 	} else {
 		ps := chunk.OSPageSize()
