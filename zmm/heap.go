@@ -167,7 +167,9 @@ func WithAllocMode(m AllocMode) Option { return func(c *config) { c.mode = &m } 
 
 // WithLeakReport sets where a debug heap writes its leak report (stderr by
 // default); nil silences it (ZEND_ALLOC_PRINT_LEAKS=0). Leaks stays
-// available.
+// available. The report is written by the goroutine that calls Reset or
+// Close: a writer shared by heaps of several goroutines must be safe for
+// concurrent use (os.Stderr is).
 func WithLeakReport(w io.Writer) Option {
 	return func(c *config) { c.leaks, c.leaksSet = w, true }
 }

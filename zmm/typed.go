@@ -79,12 +79,18 @@ func FreeOf[T any](h *Heap, p *T) {
 
 // MakeSlice returns a zeroed slice of T with length n and capacity c in h
 // (c below n is taken as n). The element count is checked for overflow.
+// A capacity of 0 gives an empty slice that owns no block.
 func MakeSlice[T any](h *Heap, n, c int) []T {
 	checkPointerFree[T]()
 	if n < 0 || c < 0 {
 		fail(ErrOverflow, "MakeSlice", 0, "zmm: MakeSlice of negative length %d or capacity %d", n, c)
 	}
 	c = max(c, n)
+	if c == 0 {
+		// No block: FreeSlice and GrowSlice take a slice of capacity 0
+		// to own none, as for nil.
+		return []T{}
+	}
 	var zero T
 	p := h.Calloc(uintptr(c), unsafe.Sizeof(zero))
 	return unsafe.Slice((*T)(p), c)[:n]

@@ -129,3 +129,18 @@ func TestTypedHelpersOnADebugHeap(t *testing.T) {
 	assert.Empty(t, h.Leaks())
 	require.NoError(t, h.Check())
 }
+
+func TestZeroCapacitySlicesOwnNoBlock(t *testing.T) {
+	h, err := zmm.New(zmm.WithDebug(true), zmm.WithLeakReport(nil))
+	require.NoError(t, err)
+	defer h.Close()
+	s := zmm.MakeSlice[byte](h, 0, 0)
+	assert.NotNil(t, s)
+	assert.Zero(t, cap(s))
+	zmm.FreeSlice(h, s)
+	g := zmm.GrowSlice(h, zmm.MakeSlice[int](h, 0, 0), 100)
+	zmm.FreeSlice(h, g)
+	assert.Empty(t, h.Leaks())
+	assert.Zero(t, h.Usage())
+	assert.Zero(t, testing.AllocsPerRun(10, func() { _ = zmm.MakeSlice[int64](h, 0, 0) }))
+}
