@@ -152,7 +152,7 @@ func (s *heapState) retireHuge(r hugeRec) {
 // unmapHuge unmaps a huge mapping and tombstones its frames.
 func (s *heapState) unmapHuge(r hugeRec) {
 	chunk.SetFrames(r.addr, frames(r.size), chunk.MakeFrame(chunk.FrameFreedHuge, s.id, 0))
-	if err := chunk.Unmap(ptr(r.addr), r.size); err != nil {
+	if err := s.unmapChunks(r.addr, r.size); err != nil {
 		fail(ErrCorrupted, "munmap", r.addr, "zmm: munmap of huge block 0x%x failed: %v", r.addr, err)
 	}
 	s.realSize -= r.size
@@ -176,7 +176,7 @@ func (s *heapState) takeCachedHuge(size uintptr) uintptr {
 	t.cacheN--
 	t.cacheBytes -= r.size
 	if r.size > size {
-		if err := chunk.Truncate(ptr(r.addr), r.size, size); err != nil {
+		if err := s.truncateChunks(r.addr, r.size, size); err != nil {
 			s.unmapHuge(r)
 			return 0
 		}
@@ -210,8 +210,8 @@ func (s *heapState) freeAllHuge() {
 }
 
 // reallocHuge resizes a huge block in place, or by moving its pages
-// without copying them (mremap), and returns the block; it returns nil when
-// neither works and the caller must copy.
+// without copying them (mremap, only for memory from the OS), and returns
+// the block; it returns nil when neither works and the caller must copy.
 func (s *heapState) reallocHuge(idx uint32, size uintptr) unsafe.Pointer {
 	r := s.huge.at(idx)
 	newSize := roundHuge("Realloc", size)
@@ -219,7 +219,7 @@ func (s *heapState) reallocHuge(idx uint32, size uintptr) unsafe.Pointer {
 	case newSize == r.size:
 		return ptr(r.addr)
 	case newSize < r.size:
-		if chunk.Truncate(ptr(r.addr), r.size, newSize) != nil {
+		if s.truncateChunks(r.addr, r.size, newSize) != nil {
 			return nil
 		}
 		keep := frames(newSize)
@@ -232,15 +232,15 @@ func (s *heapState) reallocHuge(idx uint32, size uintptr) unsafe.Pointer {
 	}
 	delta := newSize - r.size
 	s.reserve(delta, "Realloc", size)
-	if chunk.Extend(ptr(r.addr), r.size, newSize) == nil {
+	if s.extendChunks(r.addr, r.size, newSize) == nil {
 		s.setHugeFrames(r.addr, newSize, idx, frames(r.size))
 	} else {
-		q, err := chunk.Move(ptr(r.addr), r.size, newSize, chunk.Size)
+		q, err := s.moveChunks(r.addr, r.size, newSize)
 		if err != nil {
 			return nil
 		}
 		chunk.SetFrames(r.addr, frames(r.size), chunk.MakeFrame(chunk.FrameFreedHuge, s.id, 0))
-		r.addr = uintptr(q)
+		r.addr = q
 		s.setHugeFrames(r.addr, newSize, idx, 0)
 	}
 	r.size = newSize
