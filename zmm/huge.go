@@ -101,6 +101,10 @@ func roundHuge(op string, size uintptr) uintptr {
 func (s *heapState) allocHuge(size uintptr, op string) unsafe.Pointer {
 	s.checkOpen(op)
 	newSize := roundHuge(op, size)
+	if t := &s.huge; t.n == t.cap {
+		// Grow the table first: if that fails, no mapping is lost.
+		t.grow()
+	}
 	addr := s.takeCachedHuge(newSize)
 	if addr == 0 {
 		s.reserve(newSize, op, size)
