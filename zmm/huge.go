@@ -180,12 +180,14 @@ func (s *heapState) takeCachedHuge(size uintptr) uintptr {
 	t.cacheN--
 	t.cacheBytes -= r.size
 	if r.size > size {
+		// Clear the tail's frames before the tail is given back: from then
+		// on another heap may map it and record its own frames there.
+		tail := frames(size)
+		chunk.SetFrames(r.addr+tail<<chunk.Shift, frames(r.size)-tail, chunk.MakeFrame(chunk.FrameNone, 0, 0))
 		if err := s.truncateChunks(r.addr, r.size, size); err != nil {
 			s.unmapHuge(r)
 			return 0
 		}
-		tail := frames(size)
-		chunk.SetFrames(r.addr+tail<<chunk.Shift, frames(r.size)-tail, chunk.MakeFrame(chunk.FrameNone, 0, 0))
 		s.realSize -= r.size - size
 	}
 	return r.addr
@@ -223,11 +225,14 @@ func (s *heapState) reallocHuge(idx uint32, size uintptr) unsafe.Pointer {
 	case newSize == r.size:
 		return ptr(r.addr)
 	case newSize < r.size:
-		if s.truncateChunks(r.addr, r.size, newSize) != nil {
-			return nil
-		}
+		// Frames are cleared before the tail is given back (see
+		// takeCachedHuge) and restored if it is not.
 		keep := frames(newSize)
 		chunk.SetFrames(r.addr+keep<<chunk.Shift, frames(r.size)-keep, chunk.MakeFrame(chunk.FrameNone, 0, 0))
+		if s.truncateChunks(r.addr, r.size, newSize) != nil {
+			s.setHugeFrames(r.addr, r.size, idx, keep)
+			return nil
+		}
 		d := r.size - newSize
 		s.realSize -= d
 		s.size -= d
@@ -239,11 +244,14 @@ func (s *heapState) reallocHuge(idx uint32, size uintptr) unsafe.Pointer {
 	if s.extendChunks(r.addr, r.size, newSize) == nil {
 		s.setHugeFrames(r.addr, newSize, idx, frames(r.size))
 	} else {
+		// Tombstone the old range before it is unmapped, as unmapHuge
+		// does; restore it if the pages stay.
+		chunk.SetFrames(r.addr, frames(r.size), chunk.MakeFrame(chunk.FrameFreedHuge, s.id, 0))
 		q, err := s.moveChunks(r.addr, r.size, newSize)
 		if err != nil {
+			s.setHugeFrames(r.addr, r.size, idx, 0)
 			return nil
 		}
-		chunk.SetFrames(r.addr, frames(r.size), chunk.MakeFrame(chunk.FrameFreedHuge, s.id, 0))
 		r.addr = q
 		s.setHugeFrames(r.addr, newSize, idx, 0)
 	}

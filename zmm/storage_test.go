@@ -297,23 +297,33 @@ func TestGCReleasesThroughTheStorage(t *testing.T) {
 	assert.GreaterOrEqual(t, released, uintptr(200<<10)&^(chunk.OSPageSize()-1)-chunk.OSPageSize(), "the free pages were released")
 }
 
+// Heaps over one region in goroutines of their own: each keeps to its
+// slots, and a huge block shrinking in one heap (its tail slots go back to
+// the region, where another heap may take them at once) never disturbs the
+// frames another heap records there.
 func TestHeapsShareARegion(t *testing.T) {
 	r := newRegion(t, 16)
+	var heaps []*zmm.Heap
+	for range 3 { // made first: each takes its main chunk
+		h, err := zmm.New(zmm.WithStorage(r))
+		require.NoError(t, err)
+		heaps = append(heaps, h)
+	}
 	var wg sync.WaitGroup
-	for g := range 3 {
+	for g, h := range heaps {
 		wg.Go(func() {
-			h, err := zmm.New(zmm.WithStorage(r))
-			if !assert.NoError(t, err) {
-				return
-			}
 			defer h.Close()
 			var live []unsafe.Pointer
-			for i := range 300 {
-				size := []uintptr{64, 5000, 3 * mib}[i%3]
+			for i := range 400 {
+				size := []uintptr{64, 5000, 3 * mib, 6 * mib}[i%4]
 				var p unsafe.Pointer
 				if err := zmm.Try(func() { p = h.Alloc(size) }); err != nil {
 					assert.ErrorIs(t, err, zmm.ErrOutOfMemory)
 					continue
+				}
+				if size == 6*mib {
+					p = h.Realloc(p, hugeSize(5*mib/2)) // truncated in place
+					size = hugeSize(5 * mib / 2)
 				}
 				if !assert.True(t, inRegion(r, p, size)) {
 					return
@@ -323,14 +333,89 @@ func TestHeapsShareARegion(t *testing.T) {
 				if len(live) > 4 {
 					q := live[0]
 					live = live[1:]
-					assert.True(t, holds(q, min(h.BlockSize(q), 4096), byte(g)), "another heap wrote into this heap's block")
-					h.Free(q)
+					assert.NoError(t, zmm.Try(func() {
+						assert.True(t, holds(q, min(h.BlockSize(q), 4096), byte(g)), "another heap wrote into this heap's block")
+						h.Free(q)
+					}))
 				}
 			}
 		})
 	}
 	wg.Wait()
 	assert.Equal(t, r.Size(), r.Free())
+}
+
+// hookStorage runs a function right after a successful Truncate, while
+// the heap that truncated is still inside Realloc or Alloc.
+type hookStorage struct {
+	*storage.Region
+	afterTruncate func()
+	failTruncate  bool
+}
+
+func (s *hookStorage) Truncate(addr, oldSize, newSize uintptr) error {
+	if s.failTruncate {
+		return errors.New("no truncate today")
+	}
+	err := s.Region.Truncate(addr, oldSize, newSize)
+	if f := s.afterTruncate; err == nil && f != nil {
+		s.afterTruncate = nil
+		f()
+	}
+	return err
+}
+
+// Slots a heap gives back by shrinking a huge block may be taken by
+// another heap at once; the first heap must be done with their frames by
+// then, or it would erase the other heap's and the other heap's blocks
+// would turn into invalid pointers.
+func TestShrunkHugeBlockSlotsGoToAnotherHeapAtOnce(t *testing.T) {
+	r := newRegion(t, 10)
+	hs := &hookStorage{Region: r}
+	a := newHeap(t, zmm.WithStorage(hs)) // slot 0
+	b := newHeap(t, zmm.WithStorage(r))  // slot 1
+	var q unsafe.Pointer
+	takeTail := func() { q = b.Alloc(3 * mib) }
+
+	t.Run("Realloc", func(t *testing.T) {
+		p := a.Alloc(6 * mib) // slots 2-4
+		hs.afterTruncate = takeTail
+		p2 := a.Realloc(p, hugeSize(5*mib/2))
+		require.Equal(t, p, p2)
+		require.NotNil(t, q, "the hook ran")
+		assert.Equal(t, uintptr(p)+2*chunk.Size, uintptr(q), "b got the slot a gave back")
+		assert.NoError(t, zmm.Try(func() {
+			assert.Equal(t, 3*mib, b.BlockSize(q))
+			b.Free(q)
+		}))
+		a.Free(p2)
+	})
+	t.Run("from the huge cache", func(t *testing.T) {
+		a.GC()
+		b.GC()
+		q = nil
+		a.Free(a.Alloc(6 * mib)) // cached
+		hs.afterTruncate = takeTail
+		p := a.Alloc(hugeSize(5 * mib / 2)) // the cached mapping, cut down
+		require.NotNil(t, q, "the hook ran")
+		assert.Equal(t, uintptr(p)+2*chunk.Size, uintptr(q))
+		assert.NoError(t, zmm.Try(func() {
+			assert.Equal(t, 3*mib, b.BlockSize(q))
+			b.Free(q)
+		}))
+		a.Free(p)
+	})
+	t.Run("a failed truncate leaves the block whole", func(t *testing.T) {
+		a.GC()
+		p := a.Alloc(6 * mib)
+		fill(p, 6*mib, 8)
+		hs.failTruncate = true
+		defer func() { hs.failTruncate = false }()
+		p2 := a.Realloc(p, hugeSize(5*mib/2))
+		assert.NotEqual(t, p, p2, "copied instead")
+		assert.True(t, holds(p2, hugeSize(5*mib/2), 8))
+		a.Free(p2)
+	})
 }
 
 // The child process of TestSharedHeapAcrossProcesses. ZMM_SHARED_HEAP_CHILD
