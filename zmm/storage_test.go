@@ -374,6 +374,12 @@ func TestShrunkHugeBlockSlotsGoToAnotherHeapAtOnce(t *testing.T) {
 	hs := &hookStorage{Region: r}
 	a := newHeap(t, zmm.WithStorage(hs)) // slot 0
 	b := newHeap(t, zmm.WithStorage(r))  // slot 1
+	// Both heaps map their huge tables now, so that the hook below maps
+	// nothing from the OS while a is inside Realloc.
+	for _, h := range []*zmm.Heap{a, b} {
+		h.Free(h.Alloc(3 * mib))
+		h.GC()
+	}
 	var q unsafe.Pointer
 	takeTail := func() { q = b.Alloc(3 * mib) }
 
