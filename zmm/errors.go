@@ -10,7 +10,8 @@ import (
 var (
 	// ErrMemoryLimit: the heap's memory limit would be exceeded.
 	ErrMemoryLimit = errors.New("zmm: memory limit exhausted")
-	// ErrOutOfMemory: the OS refused to map memory.
+	// ErrOutOfMemory: the OS, or the heap's storage (WithStorage), refused
+	// to map memory; for a storage, the message ends with its reason.
 	ErrOutOfMemory = errors.New("zmm: out of memory")
 	// ErrOverflow: a size computation (n*size+offset, rounding) wraps.
 	ErrOverflow = errors.New("zmm: integer overflow in allocation size")

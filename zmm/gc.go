@@ -96,7 +96,7 @@ func (s *heapState) gc(release bool) uintptr {
 			freed += runs
 			if release {
 				c.Gaps(func(start, end uint32) {
-					chunk.Release(c.Page(start), uintptr(end-start)*chunk.PageSize)
+					s.releasePages(uintptr(c.Page(start)), uintptr(end-start)*chunk.PageSize)
 				})
 			}
 		}

@@ -13,11 +13,13 @@ import (
 
 	"github.com/gozmm/zmm/bins"
 	"github.com/gozmm/zmm/chunk"
+	"github.com/gozmm/zmm/storage"
 )
 
 // Heap is a Zend-MM-style heap (zend_mm_heap). The Heap value is a small Go
 // handle; the heap itself, its chunks and every block it hands out live in
-// memory mapped from the OS, invisible to the Go garbage collector.
+// memory mapped from the OS (or from its storage, see WithStorage),
+// invisible to the Go garbage collector.
 //
 // A Heap has one owner at a time: it is not safe for concurrent use, in the
 // way a Zend MM heap under ZTS belongs to one thread. Give each worker
@@ -81,6 +83,9 @@ type heapState struct {
 	special uint32
 	mode    AllocMode
 	debug   bool
+	// hasStorage is set for a heap made WithStorage: its chunks and huge
+	// blocks come from the storage registered under its id (storage.go).
+	hasStorage bool
 	// linkOff is where a free slot keeps its link and check word: 0, or
 	// 16 in debug mode (after the freed block's Size and Site).
 	linkOff uintptr
@@ -126,6 +131,7 @@ type config struct {
 	leaks    io.Writer
 	leaksSet bool
 	name     string
+	storage  storage.Storage
 }
 
 // AllocMode says where a heap's blocks come from.
@@ -225,13 +231,15 @@ func New(opts ...Option) (*Heap, error) {
 	if cfg.limit < chunk.Size {
 		return nil, &Error{Kind: ErrMemoryLimit, Op: "New", Msg: failedLimitMsg(cfg.limit, chunk.Size)}
 	}
-	base, err := chunk.Map(chunk.Size, chunk.Size)
-	if err != nil {
-		return nil, &Error{Kind: ErrOutOfMemory, Op: "New", Msg: "Can't initialize heap: " + err.Error()}
+	st := cfg.storage
+	if isOS(st) {
+		st = nil
+	} else if *cfg.mode != ModeChunks {
+		return nil, fmt.Errorf("zmm: WithStorage(%v) needs chunks mode, not %v mode (ZMM_ALLOC or WithAllocMode), which maps every block on its own", st, *cfg.mode)
 	}
-	if !chunk.Addressable(uintptr(base), chunk.Size) {
-		_ = chunk.Unmap(base, chunk.Size)
-		return nil, &Error{Kind: ErrOutOfMemory, Op: "New", Msg: "Can't initialize heap: address beyond 2^48"}
+	base, err := mapMain(st)
+	if err != nil {
+		return nil, err
 	}
 	id := lastHeapID.Add(1)
 	s := (*heapState)(unsafe.Add(base, stateOffset))
@@ -247,6 +255,10 @@ func New(opts ...Option) (*Heap, error) {
 		peakChunks: 1,
 		nextNum:    1,
 		avgChunks:  1,
+	}
+	if st != nil {
+		s.hasStorage = true
+		storages.Store(id, st)
 	}
 	h := &Heap{st: s}
 	if *cfg.debug || *cfg.mode != ModeChunks {
@@ -379,20 +391,21 @@ func (s *heapState) reserve(need uintptr, op string, tried uintptr) {
 
 // mapMemory maps size bytes aligned to a chunk, retrying once after a
 // collection, and reports the Zend MM's out-of-memory error on failure.
+// A heap over a storage names the storage and its reason in the message.
 func (s *heapState) mapMemory(size uintptr, op string, tried uintptr) unsafe.Pointer {
-	p, err := chunk.Map(size, chunk.Size)
+	p, err := s.mapChunks(size)
 	if err != nil {
 		s.gc(false)
-		p, err = chunk.Map(size, chunk.Size)
+		p, err = s.mapChunks(size)
 		if err != nil {
-			outOfMemory(op, s.realSize, tried)
+			s.oom(op, tried, err)
 		}
 	}
-	if !chunk.Addressable(uintptr(p), size) {
-		_ = chunk.Unmap(p, size)
-		outOfMemory(op, s.realSize, tried)
+	if !chunk.Addressable(p, size) {
+		_ = s.unmapChunks(p, size)
+		s.oom(op, tried, fmt.Errorf("address %#x beyond 2^%d", p, chunk.AddressBits))
 	}
-	return p
+	return ptr(p)
 }
 
 // newChunk takes a chunk from the cache, or maps one, and links it at the
@@ -489,7 +502,7 @@ func (s *heapState) cacheChunk(c *chunk.Header) {
 func (s *heapState) unmapChunk(addr uintptr) {
 	s.dropOwn(addr)
 	chunk.SetFrame(addr, chunk.MakeFrame(chunk.FrameFreedChunk, s.id, 0))
-	if err := chunk.Unmap(ptr(addr), chunk.Size); err != nil {
+	if err := s.unmapChunks(addr, chunk.Size); err != nil {
 		fail(ErrCorrupted, "munmap", addr, "zmm: munmap of chunk 0x%x failed: %v", addr, err)
 	}
 }
@@ -585,7 +598,11 @@ func (h *Heap) Close() {
 		addr = next
 	}
 	h.st = &closedState
+	id, hasStorage := s.id, s.hasStorage
 	s.unmapChunk(s.main) // the state dies with it
+	if hasStorage {
+		storages.Delete(id)
+	}
 }
 
 // smallBin is the bin of a small request; sizes below the smallest slot

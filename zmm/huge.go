@@ -101,6 +101,10 @@ func roundHuge(op string, size uintptr) uintptr {
 func (s *heapState) allocHuge(size uintptr, op string) unsafe.Pointer {
 	s.checkOpen(op)
 	newSize := roundHuge(op, size)
+	if t := &s.huge; t.n == t.cap {
+		// Grow the table first: if that fails, no mapping is lost.
+		t.grow()
+	}
 	addr := s.takeCachedHuge(newSize)
 	if addr == 0 {
 		s.reserve(newSize, op, size)
@@ -152,7 +156,7 @@ func (s *heapState) retireHuge(r hugeRec) {
 // unmapHuge unmaps a huge mapping and tombstones its frames.
 func (s *heapState) unmapHuge(r hugeRec) {
 	chunk.SetFrames(r.addr, frames(r.size), chunk.MakeFrame(chunk.FrameFreedHuge, s.id, 0))
-	if err := chunk.Unmap(ptr(r.addr), r.size); err != nil {
+	if err := s.unmapChunks(r.addr, r.size); err != nil {
 		fail(ErrCorrupted, "munmap", r.addr, "zmm: munmap of huge block 0x%x failed: %v", r.addr, err)
 	}
 	s.realSize -= r.size
@@ -176,12 +180,14 @@ func (s *heapState) takeCachedHuge(size uintptr) uintptr {
 	t.cacheN--
 	t.cacheBytes -= r.size
 	if r.size > size {
-		if err := chunk.Truncate(ptr(r.addr), r.size, size); err != nil {
+		// Clear the tail's frames before the tail is given back: from then
+		// on another heap may map it and record its own frames there.
+		tail := frames(size)
+		chunk.SetFrames(r.addr+tail<<chunk.Shift, frames(r.size)-tail, chunk.MakeFrame(chunk.FrameNone, 0, 0))
+		if err := s.truncateChunks(r.addr, r.size, size); err != nil {
 			s.unmapHuge(r)
 			return 0
 		}
-		tail := frames(size)
-		chunk.SetFrames(r.addr+tail<<chunk.Shift, frames(r.size)-tail, chunk.MakeFrame(chunk.FrameNone, 0, 0))
 		s.realSize -= r.size - size
 	}
 	return r.addr
@@ -210,8 +216,8 @@ func (s *heapState) freeAllHuge() {
 }
 
 // reallocHuge resizes a huge block in place, or by moving its pages
-// without copying them (mremap), and returns the block; it returns nil when
-// neither works and the caller must copy.
+// without copying them (mremap, only for memory from the OS), and returns
+// the block; it returns nil when neither works and the caller must copy.
 func (s *heapState) reallocHuge(idx uint32, size uintptr) unsafe.Pointer {
 	r := s.huge.at(idx)
 	newSize := roundHuge("Realloc", size)
@@ -219,11 +225,14 @@ func (s *heapState) reallocHuge(idx uint32, size uintptr) unsafe.Pointer {
 	case newSize == r.size:
 		return ptr(r.addr)
 	case newSize < r.size:
-		if chunk.Truncate(ptr(r.addr), r.size, newSize) != nil {
-			return nil
-		}
+		// Frames are cleared before the tail is given back (see
+		// takeCachedHuge) and restored if it is not.
 		keep := frames(newSize)
 		chunk.SetFrames(r.addr+keep<<chunk.Shift, frames(r.size)-keep, chunk.MakeFrame(chunk.FrameNone, 0, 0))
+		if s.truncateChunks(r.addr, r.size, newSize) != nil {
+			s.setHugeFrames(r.addr, r.size, idx, keep)
+			return nil
+		}
 		d := r.size - newSize
 		s.realSize -= d
 		s.size -= d
@@ -232,15 +241,18 @@ func (s *heapState) reallocHuge(idx uint32, size uintptr) unsafe.Pointer {
 	}
 	delta := newSize - r.size
 	s.reserve(delta, "Realloc", size)
-	if chunk.Extend(ptr(r.addr), r.size, newSize) == nil {
+	if s.extendChunks(r.addr, r.size, newSize) == nil {
 		s.setHugeFrames(r.addr, newSize, idx, frames(r.size))
 	} else {
-		q, err := chunk.Move(ptr(r.addr), r.size, newSize, chunk.Size)
+		// Tombstone the old range before it is unmapped, as unmapHuge
+		// does; restore it if the pages stay.
+		chunk.SetFrames(r.addr, frames(r.size), chunk.MakeFrame(chunk.FrameFreedHuge, s.id, 0))
+		q, err := s.moveChunks(r.addr, r.size, newSize)
 		if err != nil {
+			s.setHugeFrames(r.addr, r.size, idx, 0)
 			return nil
 		}
-		chunk.SetFrames(r.addr, frames(r.size), chunk.MakeFrame(chunk.FrameFreedHuge, s.id, 0))
-		r.addr = uintptr(q)
+		r.addr = q
 		s.setHugeFrames(r.addr, newSize, idx, 0)
 	}
 	r.size = newSize

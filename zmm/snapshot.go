@@ -28,6 +28,9 @@ type Snapshot struct {
 	OSPageSize uint64    `json:"os_page_size"` // bytes
 	PageSize   uint64    `json:"page_size"`    // zmm's page: 4096
 	ChunkSize  uint64    `json:"chunk_size"`   // 2 MiB
+	// Storage is where the heap's chunks come from when it was made
+	// WithStorage (the storage's String); empty for the OS.
+	Storage string `json:"storage,omitempty"`
 
 	Stats         SnapshotStats   `json:"stats"`
 	Fragmentation Fragmentation   `json:"fragmentation"`
@@ -136,8 +139,12 @@ func (h *Heap) Snapshot() *Snapshot {
 	if h.dbg != nil {
 		name = h.dbg.name
 	}
+	var storage string
+	if s.hasStorage {
+		storage = s.store().String()
+	}
 	snap := &Snapshot{
-		Version: SnapshotVersion, Name: name, Time: time.Now(),
+		Version: SnapshotVersion, Name: name, Time: time.Now(), Storage: storage,
 		Mode: s.mode.String(), Debug: s.debug,
 		OSPageSize: uint64(chunk.OSPageSize()), PageSize: chunk.PageSize, ChunkSize: chunk.Size,
 		Stats: SnapshotStats{

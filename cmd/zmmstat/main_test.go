@@ -518,3 +518,15 @@ func TestHuman(t *testing.T) {
 	assert.Equal(t, "+1.0 KiB", delta(1024, 2048))
 	assert.Equal(t, "-1.0 KiB", delta(2048, 1024))
 }
+
+func TestShowNamesTheStorage(t *testing.T) {
+	s := plainSnapshot(t)
+	var b bytes.Buffer
+	writeSummary(&b, s)
+	assert.NotContains(t, b.String(), "storage", "a heap over the OS has no storage line")
+
+	s.Storage = "region 0x7f0000000000+8 MiB"
+	b.Reset()
+	writeSummary(&b, s)
+	assert.Contains(t, b.String(), "\n  storage     region 0x7f0000000000+8 MiB\n")
+}

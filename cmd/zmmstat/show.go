@@ -51,6 +51,9 @@ func writeSummary(w io.Writer, s *zmm.Snapshot) {
 	fmt.Fprintf(w, "heap %q (%s), snapshot of %s\n", s.Name, modeString(s), s.Time.Format("2006-01-02 15:04:05 MST"))
 	fmt.Fprintf(w, "  usage       %-10s  peak %-10s   handed out, at class size (memory_get_usage)\n", inspect.FormatBytes(st.Usage), inspect.FormatBytes(st.PeakUsage))
 	fmt.Fprintf(w, "  real usage  %-10s  peak %-10s   mapped from the OS (memory_get_usage(true))\n", inspect.FormatBytes(st.RealUsage), inspect.FormatBytes(st.RealPeakUsage))
+	if s.Storage != "" {
+		fmt.Fprintf(w, "  storage     %s\n", s.Storage)
+	}
 	limit := "none"
 	if st.Limit < uint64(zmm.Unlimited) {
 		limit = inspect.FormatBytes(st.Limit)

@@ -1,0 +1,320 @@
+package storage
+
+import (
+	"fmt"
+	"math/bits"
+	"sync"
+
+	"github.com/gozmm/zmm/chunk"
+)
+
+// Region is a storage over a fixed range of memory the caller mapped: an
+// mmap of its own, a hugetlbfs file, a device. Heaps over a Region never
+// grow past it: when it is full, their allocations fail with zmm's
+// out-of-memory error, which names the region.
+//
+// A Region hands out the 2 MiB-aligned part of its range in 2 MiB slots:
+// a chunk takes one slot, a huge block as many contiguous slots as it
+// spans, placed first fit. Truncate frees a mapping's trailing slots and
+// Extend takes the slots after it when they are free, so huge blocks shrink
+// and grow in place when they can.
+//
+// A Region never drops the contents of pages unless it was made with
+// WithRelease: it cannot know what its memory is, and madvise(MADV_DONTNEED)
+// means different things for private, shared and device memory.
+//
+// Its methods are safe for concurrent use: several heaps may share one
+// Region.
+type Region struct {
+	mu   sync.Mutex
+	name string
+	// addr and size are the usable, aligned part of the range.
+	addr, size uintptr
+	slots      uintptr
+	freeSlots  uintptr
+	// used has a bit per slot, set when the slot belongs to a mapping.
+	used []uint64
+	// maps holds the live mappings: first slot → size in bytes.
+	maps map[uintptr]uintptr
+	// release drops the contents of pages (nil: never).
+	release func(addr, size uintptr)
+}
+
+// RegionOption configures a Region made by NewRegion.
+type RegionOption func(*Region)
+
+// WithRelease makes the Region drop the contents of pages with f: pages a
+// heap holds but does not use (zmm's GC), and the pages of every mapping
+// it unmaps or truncates. f is called with whole OS pages. For anonymous
+// private memory, DontNeed is the right f.
+func WithRelease(f func(addr, size uintptr)) RegionOption {
+	return func(r *Region) { r.release = f }
+}
+
+// DontNeed drops the contents of the whole OS pages inside [addr,
+// addr+size) with madvise(MADV_DONTNEED): anonymous private pages then
+// read back as zeros and cost no memory until written.
+func DontNeed(addr, size uintptr) { chunk.Release(ptr(addr), size) }
+
+// NewRegion makes a storage over [addr, addr+size). Only the part aligned
+// to 2 MiB is used, so the range must hold at least one 2 MiB-aligned
+// 2 MiB slot; it must lie below 2^48 (zmm's frame table covers no more).
+//
+// The memory must be mapped read/write, must not be Go heap memory (a []byte
+// from make: the garbage collector may move or free it, and zmm's blocks
+// would be invisible to it), must not be memory of a zmm heap, and must stay
+// mapped until every heap over the region is closed. No two Regions may
+// cover the same memory.
+func NewRegion(addr, size uintptr, opts ...RegionOption) (*Region, error) {
+	r := new(Region)
+	if err := r.init(addr, size, fmt.Sprintf("region %#x+%s", addr, formatSize(size))); err != nil {
+		return nil, err
+	}
+	for _, o := range opts {
+		o(r)
+	}
+	return r, nil
+}
+
+// init sets r up over [addr, addr+size), named name.
+func (r *Region) init(addr, size uintptr, name string) error {
+	if addr == 0 || size == 0 {
+		return fmt.Errorf("storage: %s: a region needs a non-nil address and a positive size", name)
+	}
+	if addr+size < addr || !chunk.Addressable(addr, size) {
+		return fmt.Errorf("storage: %s reaches beyond 2^%d, the address space zmm covers", name, chunk.AddressBits)
+	}
+	start := (addr + chunk.Size - 1) &^ (chunk.Size - 1)
+	end := (addr + size) &^ (chunk.Size - 1)
+	if start >= end {
+		return fmt.Errorf("storage: %s holds no 2 MiB-aligned 2 MiB slot: map at least 4 MiB, or 2 MiB at a 2 MiB-aligned address", name)
+	}
+	// Memory a zmm heap holds would be overwritten by a heap over the
+	// region, and the frame table would stop naming its blocks.
+	for a := start; a < end; a += chunk.Size {
+		switch f := chunk.LookupFrame(a); f.Kind() {
+		case chunk.FrameChunk, chunk.FrameHuge, chunk.FrameHugeInterior, chunk.FrameCachedChunk, chunk.FrameCachedHuge:
+			return fmt.Errorf("storage: %s overlaps memory of a zmm heap at %#x (%v)", name, a, f)
+		}
+	}
+	slots := (end - start) >> chunk.Shift
+	r.name = name
+	r.addr, r.size = start, end-start
+	r.slots, r.freeSlots = slots, slots
+	r.used = make([]uint64, (slots+63)/64)
+	r.maps = make(map[uintptr]uintptr)
+	return nil
+}
+
+// String names the region: its range as given to NewRegion.
+func (r *Region) String() string { return r.name }
+
+// Addr returns the start of the part of the range the region hands out
+// (the first 2 MiB-aligned address in it).
+func (r *Region) Addr() uintptr { return r.addr }
+
+// Size returns the bytes the region hands out: its 2 MiB-aligned part.
+func (r *Region) Size() uintptr { return r.size }
+
+// Free returns the bytes of the region that no mapping holds.
+func (r *Region) Free() uintptr {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.freeSlots << chunk.Shift
+}
+
+// Mappings returns how many mappings the region has handed out and not
+// had back.
+func (r *Region) Mappings() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.maps)
+}
+
+func slotsFor(size uintptr) uintptr { return (size + chunk.Size - 1) >> chunk.Shift }
+
+// Map hands out the first run of free slots that holds size bytes.
+func (r *Region) Map(size uintptr) (uintptr, error) {
+	if err := checkSize("map", size); err != nil {
+		return 0, err
+	}
+	if size > r.size {
+		return 0, full("%s cannot hold %d bytes: it hands out %s", r.name, size, formatSize(r.size))
+	}
+	n := slotsFor(size)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	i, ok := r.firstFit(n)
+	if !ok {
+		if r.freeSlots == 0 {
+			return 0, full("%s is full", r.name)
+		}
+		return 0, full("%s is full: %d bytes need %d free 2 MiB slots in a row; %d of %d slots are free, in shorter runs",
+			r.name, size, n, r.freeSlots, r.slots)
+	}
+	r.mark(i, n, true)
+	r.maps[i] = size
+	return r.addr + i<<chunk.Shift, nil
+}
+
+// Unmap takes back the mapping at addr, which must have the size it has
+// now. An address that is not a live mapping of the region, an unmap done
+// twice included, is an error and changes nothing.
+func (r *Region) Unmap(addr, size uintptr) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	i, err := r.lookup("unmap", addr, size)
+	if err != nil {
+		return err
+	}
+	r.drop(addr, size)
+	r.mark(i, slotsFor(size), false)
+	delete(r.maps, i)
+	return nil
+}
+
+// Truncate shrinks the mapping at addr to newSize bytes, freeing the slots
+// it no longer spans.
+func (r *Region) Truncate(addr, oldSize, newSize uintptr) error {
+	if err := checkSize("truncate", newSize); err != nil {
+		return err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	i, err := r.lookup("truncate", addr, oldSize)
+	if err != nil {
+		return err
+	}
+	if newSize > oldSize {
+		return fmt.Errorf("storage: %s: cannot truncate the mapping at %#x from %d to %d bytes: that is growing", r.name, addr, oldSize, newSize)
+	}
+	r.drop(addr+newSize, oldSize-newSize)
+	keep := slotsFor(newSize)
+	r.mark(i+keep, slotsFor(oldSize)-keep, false)
+	r.maps[i] = newSize
+	return nil
+}
+
+// Extend grows the mapping at addr to newSize bytes in place, when the
+// slots after it are free.
+func (r *Region) Extend(addr, oldSize, newSize uintptr) error {
+	if err := checkSize("extend", newSize); err != nil {
+		return err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	i, err := r.lookup("extend", addr, oldSize)
+	if err != nil {
+		return err
+	}
+	if newSize < oldSize {
+		return fmt.Errorf("storage: %s: cannot extend the mapping at %#x from %d to %d bytes: that is shrinking", r.name, addr, oldSize, newSize)
+	}
+	have := slotsFor(oldSize)
+	if newSize > r.addr+r.size-addr {
+		return full("%s: cannot extend the mapping at %#x to %d bytes: the region ends first", r.name, addr, newSize)
+	}
+	need := slotsFor(newSize)
+	if !r.runFree(i+have, need-have) {
+		return full("%s: cannot extend the mapping at %#x to %d bytes: the slots after it are taken", r.name, addr, newSize)
+	}
+	r.mark(i+have, need-have, true)
+	r.maps[i] = newSize
+	return nil
+}
+
+// Release drops the contents of the whole OS pages in [addr, addr+size)
+// if the region was made WithRelease, and does nothing otherwise.
+func (r *Region) Release(addr, size uintptr) {
+	if r.release == nil || addr < r.addr || size > r.addr+r.size-addr {
+		return
+	}
+	r.releasePages(addr, size)
+}
+
+// drop releases what an unmap or truncate gives back, if asked to.
+func (r *Region) drop(addr, size uintptr) {
+	if r.release != nil && size != 0 {
+		r.releasePages(addr, size)
+	}
+}
+
+// releasePages calls r.release with the whole OS pages inside the range.
+func (r *Region) releasePages(addr, size uintptr) {
+	ps := chunk.OSPageSize()
+	start := (addr + ps - 1) &^ (ps - 1)
+	end := (addr + size) &^ (ps - 1)
+	if start < end {
+		r.release(start, end-start)
+	}
+}
+
+// lookup returns the slot of the live mapping at addr, checking its size.
+func (r *Region) lookup(op string, addr, size uintptr) (uintptr, error) {
+	if addr < r.addr || addr-r.addr >= r.size {
+		return 0, fmt.Errorf("storage: %s: cannot %s %#x: the address is not in the region (%#x..%#x)", r.name, op, addr, r.addr, r.addr+r.size)
+	}
+	i := (addr - r.addr) >> chunk.Shift
+	have, ok := r.maps[i]
+	if !ok || addr&(chunk.Size-1) != 0 {
+		return 0, fmt.Errorf("storage: %s: cannot %s %#x: no mapping starts there (never mapped, or unmapped already)", r.name, op, addr)
+	}
+	if size != have {
+		return 0, fmt.Errorf("storage: %s: cannot %s %#x as %d bytes: the mapping there is %d bytes", r.name, op, addr, size, have)
+	}
+	return i, nil
+}
+
+// firstFit returns the first run of n free slots.
+func (r *Region) firstFit(n uintptr) (uintptr, bool) {
+	if n > r.freeSlots {
+		return 0, false
+	}
+	for i := uintptr(0); i+n <= r.slots; {
+		w := r.used[i/64] >> (i % 64)
+		if w&1 != 0 {
+			// Skip the used slots from i on in this word.
+			i += uintptr(bits.TrailingZeros64(^w))
+			continue
+		}
+		// Count free slots from i.
+		j := i
+		for j < i+n && r.used[j/64]&(1<<(j%64)) == 0 {
+			j++
+		}
+		if j == i+n {
+			return i, true
+		}
+		i = j
+	}
+	return 0, false
+}
+
+// runFree reports whether the n slots from i exist and are free.
+func (r *Region) runFree(i, n uintptr) bool {
+	if i+n > r.slots {
+		return false
+	}
+	for j := i; j < i+n; j++ {
+		if r.used[j/64]&(1<<(j%64)) != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// mark sets or clears the bits of n slots from i.
+func (r *Region) mark(i, n uintptr, used bool) {
+	for j := i; j < i+n; j++ {
+		if used {
+			r.used[j/64] |= 1 << (j % 64)
+		} else {
+			r.used[j/64] &^= 1 << (j % 64)
+		}
+	}
+	if used {
+		r.freeSlots -= n
+	} else {
+		r.freeSlots += n
+	}
+}
