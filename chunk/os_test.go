@@ -357,6 +357,12 @@ func TestTruncate(t *testing.T) {
 }
 
 func TestExtendIntoFreeRange(t *testing.T) {
+	if os.Getenv("ZMM_QEMU_RESERVED_VA") != "" {
+		// Set by .ci/run when it runs qemu-user with -R: qemu then keeps
+		// every guest range it unmapped reserved on the host, so no
+		// mapping can grow in place (zmm moves the pages instead).
+		t.Skip("qemu-user with a reserved guest address space (-R) cannot grow a mapping in place")
+	}
 	// Reserve three chunks and give the last two back, so that the range
 	// after the first chunk is known to be free.
 	p := mustMap(t, 3*Size, Size)
