@@ -145,11 +145,11 @@ func (h *Heap) allocSpecial(size uintptr, op string) unsafe.Pointer {
 func (h *Heap) freeSpecial(addr uintptr) {
 	if hk := h.hooks; hk != nil && hk.Free != nil {
 		if !h.st.debug {
-			hk.Free(ptr(addr))
+			hk.Free(userPtr(addr))
 			return
 		}
 		defer hk.leave(h.enterHook(hk))
-		hk.Free(ptr(addr))
+		hk.Free(userPtr(addr))
 		return
 	}
 	h.freeBuiltin(addr)
@@ -159,10 +159,10 @@ func (h *Heap) freeSpecial(addr uintptr) {
 func (h *Heap) reallocSpecial(addr uintptr, size uintptr) unsafe.Pointer {
 	if hk := h.hooks; hk != nil && hk.Realloc != nil {
 		if !h.st.debug {
-			return hk.Realloc(ptr(addr), size)
+			return hk.Realloc(userPtr(addr), size)
 		}
 		defer hk.leave(h.enterHook(hk))
-		return hk.Realloc(ptr(addr), size)
+		return hk.Realloc(userPtr(addr), size)
 	}
 	return h.reallocBuiltin(addr, size)
 }
@@ -205,7 +205,7 @@ func (h *Heap) freeBuiltin(addr uintptr) {
 		return
 	}
 	if s.special == 0 {
-		h.Free(ptr(addr))
+		h.Free(userPtr(addr))
 		return
 	}
 	if addr == 0 {
@@ -222,3 +222,11 @@ func (h *Heap) reallocBuiltin(addr uintptr, size uintptr) unsafe.Pointer {
 	}
 	return h.reallocChunks(addr, size)
 }
+
+// userPtr turns the address a caller passed back into the pointer it was,
+// to hand it to a handler. The address may be anything the caller had in
+// an unsafe.Pointer, Go memory included, which checkptr would reject as
+// arithmetic on nil: the conversion is not arithmetic, it undoes one.
+//
+//go:nocheckptr
+func userPtr(addr uintptr) unsafe.Pointer { return unsafe.Add(nil, addr) }
