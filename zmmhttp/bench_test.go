@@ -56,6 +56,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gozmm/zmm/internal/records"
 	"github.com/gozmm/zmm/zmm"
 	"github.com/gozmm/zmm/zmmhttp"
 )
@@ -242,7 +243,7 @@ func makeBenchCache(mb int) []*benchEntry {
 	return cache
 }
 
-// The records, the same as examples/httpserver's.
+// The records come from internal/records, as examples/httpserver's do.
 
 func benchCount(r *http.Request) int {
 	n, err := strconv.Atoi(r.URL.Query().Get("n"))
@@ -250,55 +251,6 @@ func benchCount(r *http.Request) int {
 		return 0
 	}
 	return n
-}
-
-var benchCities = []string{"Lisbon", "Zürich", "São Paulo", "Kraków", "Osaka", `Quote "City"`}
-
-func appendBenchName(b []byte, i int) []byte {
-	b = append(b, "user-"...)
-	id := int64(i) + 1
-	for d := int64(100000); d > 1 && id < d; d /= 10 {
-		b = append(b, '0')
-	}
-	return strconv.AppendInt(b, id, 10)
-}
-
-func appendBenchEmail(b []byte, i int) []byte {
-	b = append(b, "user"...)
-	b = strconv.AppendInt(b, int64(i)+1, 10)
-	return append(b, "@example.com"...)
-}
-
-func appendBenchRecord[S string | []byte](b []byte, id int64, name, email S, score float64, active bool, city string) []byte {
-	b = append(b, `{"id":`...)
-	b = strconv.AppendInt(b, id, 10)
-	b = append(b, `,"name":`...)
-	b = appendBenchString(b, name)
-	b = append(b, `,"email":`...)
-	b = appendBenchString(b, email)
-	b = append(b, `,"score":`...)
-	b = strconv.AppendFloat(b, score, 'f', 2, 64)
-	b = append(b, `,"active":`...)
-	b = strconv.AppendBool(b, active)
-	b = append(b, `,"city":`...)
-	b = appendBenchString(b, city)
-	return append(b, '}')
-}
-
-func appendBenchString[S string | []byte](b []byte, s S) []byte {
-	const hex = "0123456789abcdef"
-	b = append(b, '"')
-	for i := 0; i < len(s); i++ {
-		switch c := s[i]; {
-		case c == '"' || c == '\\':
-			b = append(b, '\\', c)
-		case c < 0x20:
-			b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&15])
-		default:
-			b = append(b, c)
-		}
-	}
-	return append(b, '"')
 }
 
 // benchRow is a record in a zmm heap: its strings are spans of an arena.
@@ -323,19 +275,19 @@ func reserveBench[T any](h *zmm.Heap, s []T, n int) []T {
 func zmmRecordsHandler(w http.ResponseWriter, r *http.Request) {
 	n := benchCount(r)
 	h := zmmhttp.Heap(r)
-	rows := zmm.MakeSlice[benchRow](h, 0, max(n, 1))
+	rows := zmm.MakeSlice[benchRow](h, 0, n)
 	text := zmm.MakeSlice[byte](h, 0, 1024)
 	for i := range n {
 		text = reserveBench(h, text, 64)
 		start := len(text)
-		text = appendBenchName(text, i)
+		text = records.AppendName(text, i)
 		mid := len(text)
-		text = appendBenchEmail(text, i)
+		text = records.AppendEmail(text, i)
 		rows = append(rows, benchRow{
-			id: int64(i) + 1, score: float64(i*7919%100000) / 100,
+			id: records.ID(i), score: records.Score(i),
 			nameOff: uint32(start), nameLen: uint32(mid - start),
 			emailOff: uint32(mid), emailLen: uint32(len(text) - mid),
-			city: uint32(i * 31 % len(benchCities)), active: i%3 != 0,
+			city: uint32(records.CityIndex(i)), active: records.Active(i),
 		})
 	}
 	out := zmm.MakeSlice[byte](h, 0, 4096)
@@ -343,13 +295,13 @@ func zmmRecordsHandler(w http.ResponseWriter, r *http.Request) {
 	out = strconv.AppendInt(out, int64(n), 10)
 	out = append(out, `,"records":[`...)
 	for i, row := range rows {
-		out = reserveBench(h, out, 256+6*int(row.nameLen+row.emailLen))
+		out = reserveBench(h, out, records.MaxLen(int(row.nameLen+row.emailLen))+2)
 		if i > 0 {
 			out = append(out, ',')
 		}
-		out = appendBenchRecord(out, row.id,
+		out = records.AppendRecord(out, row.id,
 			text[row.nameOff:row.nameOff+row.nameLen], text[row.emailOff:row.emailOff+row.emailLen],
-			row.score, row.active, benchCities[row.city])
+			row.score, row.active, records.Cities[row.city])
 	}
 	out = reserveBench(h, out, 3)
 	out = append(out, "]}\n"...)
@@ -372,9 +324,9 @@ func goRecordsHandler(w http.ResponseWriter, r *http.Request) {
 	var rows []goBenchRow
 	for i := range n {
 		rows = append(rows, goBenchRow{
-			id: int64(i) + 1, score: float64(i*7919%100000) / 100,
-			name: string(appendBenchName(nil, i)), email: string(appendBenchEmail(nil, i)),
-			city: benchCities[i*31%len(benchCities)], active: i%3 != 0,
+			id: records.ID(i), score: records.Score(i),
+			name: string(records.AppendName(nil, i)), email: string(records.AppendEmail(nil, i)),
+			city: records.Cities[records.CityIndex(i)], active: records.Active(i),
 		})
 	}
 	out := make([]byte, 0, 4096)
@@ -385,7 +337,7 @@ func goRecordsHandler(w http.ResponseWriter, r *http.Request) {
 		if i > 0 {
 			out = append(out, ',')
 		}
-		out = appendBenchRecord(out, row.id, row.name, row.email, row.score, row.active, row.city)
+		out = records.AppendRecord(out, row.id, row.name, row.email, row.score, row.active, row.city)
 	}
 	out = append(out, "]}\n"...)
 	w.Header().Set("Content-Type", "application/json")

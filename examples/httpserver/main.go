@@ -46,6 +46,7 @@ import (
 	"time"
 
 	"github.com/gozmm/zmm/inspect"
+	"github.com/gozmm/zmm/internal/records"
 	"github.com/gozmm/zmm/zmm"
 	"github.com/gozmm/zmm/zmmhttp"
 )
@@ -249,75 +250,8 @@ func count(r *http.Request) (int, error) {
 	return n, nil
 }
 
-// The records. Both handlers make the same values and the same bytes.
-
-func recordID(i int) int64      { return int64(i) + 1 }
-func recordScore(i int) float64 { return float64(i*7919%100000) / 100 }
-func recordActive(i int) bool   { return i%3 != 0 }
-func recordCity(i int) string   { return cities[i*31%len(cities)] }
-func appendName(b []byte, i int) []byte {
-	b = append(b, "user-"...)
-	id := recordID(i)
-	for d := int64(100000); d > 1 && id < d; d /= 10 {
-		b = append(b, '0')
-	}
-	return strconv.AppendInt(b, id, 10)
-}
-func appendEmail(b []byte, i int) []byte {
-	b = append(b, "user"...)
-	b = strconv.AppendInt(b, recordID(i), 10)
-	return append(b, "@example.com"...)
-}
-
-var cities = []string{"Lisbon", "Zürich", "São Paulo", "Kraków", "Osaka", `Quote "City"`}
-
-// appendRecord encodes one record as a JSON object.
-func appendRecord[S string | []byte](b []byte, id int64, name, email S, score float64, active bool, city string) []byte {
-	b = append(b, `{"id":`...)
-	b = strconv.AppendInt(b, id, 10)
-	b = append(b, `,"name":`...)
-	b = appendJSONString(b, name)
-	b = append(b, `,"email":`...)
-	b = appendJSONString(b, email)
-	b = append(b, `,"score":`...)
-	b = strconv.AppendFloat(b, score, 'f', 2, 64)
-	b = append(b, `,"active":`...)
-	b = strconv.AppendBool(b, active)
-	b = append(b, `,"city":`...)
-	b = appendJSONString(b, city)
-	return append(b, '}')
-}
-
-// appendJSONString appends s as a JSON string. Bytes from 0x80 up are
-// copied as they are (the input is UTF-8).
-func appendJSONString[S string | []byte](b []byte, s S) []byte {
-	const hex = "0123456789abcdef"
-	b = append(b, '"')
-	for i := 0; i < len(s); i++ {
-		switch c := s[i]; {
-		case c == '"' || c == '\\':
-			b = append(b, '\\', c)
-		case c < 0x20:
-			b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&15])
-		default:
-			b = append(b, c)
-		}
-	}
-	return append(b, '"')
-}
-
-// maxRecordLen bounds the encoded length of a record whose name and email
-// take nameEmail bytes: the fixed text, the numbers, the longest city, and
-// every string byte escaped.
-func maxRecordLen(nameEmail int) int { return 128 + 6*(nameEmail+maxCityLen) }
-
-var maxCityLen = func() int {
-	n := 0
-	for _, c := range cities {
-		n = max(n, len(c))
-	}
-	return n
-}()
+// The records come from internal/records: both handlers, and zmmhttp's
+// benchmark, make the same values and the same bytes.
 
 // zrow is a record in the request's heap. Its strings are spans of the
 // request's text arena: a zmm block may hold no Go pointer, so no string.
@@ -352,23 +286,21 @@ func zmmRecords(w http.ResponseWriter, r *http.Request) {
 
 	// Load the rows, as from a database: a slice of rows and an arena of
 	// their strings.
-	// (Capacity 1 at least: zmm.MakeSlice(h, 0, 0) allocates a block that
-	// zmm.FreeSlice, seeing capacity 0, does not free.)
-	rows := zmm.MakeSlice[zrow](h, 0, max(n, 1))
+	rows := zmm.MakeSlice[zrow](h, 0, n)
 	text := zmm.MakeSlice[byte](h, 0, 1024)
 	for i := range n {
 		text = reserve(h, text, 64)
 		start := len(text)
-		text = appendName(text, i)
+		text = records.AppendName(text, i)
 		mid := len(text)
-		text = appendEmail(text, i)
+		text = records.AppendEmail(text, i)
 		rows = append(rows, zrow{
-			id:     recordID(i),
-			score:  recordScore(i),
+			id:     records.ID(i),
+			score:  records.Score(i),
 			name:   span{uint32(start), uint32(mid - start)},
 			email:  span{uint32(mid), uint32(len(text) - mid)},
-			city:   uint32(i * 31 % len(cities)),
-			active: recordActive(i),
+			city:   uint32(records.CityIndex(i)),
+			active: records.Active(i),
 		})
 	}
 
@@ -378,13 +310,13 @@ func zmmRecords(w http.ResponseWriter, r *http.Request) {
 	out = strconv.AppendInt(out, int64(n), 10)
 	out = append(out, `,"records":[`...)
 	for i, row := range rows {
-		out = reserve(h, out, maxRecordLen(int(row.name.n+row.email.n))+2)
+		out = reserve(h, out, records.MaxLen(int(row.name.n+row.email.n))+2)
 		if i > 0 {
 			out = append(out, ',')
 		}
-		out = appendRecord(out, row.id,
+		out = records.AppendRecord(out, row.id,
 			text[row.name.off:row.name.off+row.name.n], text[row.email.off:row.email.off+row.email.n],
-			row.score, row.active, cities[row.city])
+			row.score, row.active, records.Cities[row.city])
 	}
 	out = reserve(h, out, 3)
 	out = append(out, "]}\n"...)
@@ -422,12 +354,12 @@ func goRecords(w http.ResponseWriter, r *http.Request) {
 	var rows []row
 	for i := range n {
 		rows = append(rows, row{
-			id:     recordID(i),
-			score:  recordScore(i),
-			name:   string(appendName(nil, i)),
-			email:  string(appendEmail(nil, i)),
-			city:   recordCity(i),
-			active: recordActive(i),
+			id:     records.ID(i),
+			score:  records.Score(i),
+			name:   string(records.AppendName(nil, i)),
+			email:  string(records.AppendEmail(nil, i)),
+			city:   records.Cities[records.CityIndex(i)],
+			active: records.Active(i),
 		})
 	}
 	out := make([]byte, 0, 4096)
@@ -438,7 +370,7 @@ func goRecords(w http.ResponseWriter, r *http.Request) {
 		if i > 0 {
 			out = append(out, ',')
 		}
-		out = appendRecord(out, row.id, row.name, row.email, row.score, row.active, row.city)
+		out = records.AppendRecord(out, row.id, row.name, row.email, row.score, row.active, row.city)
 	}
 	out = append(out, "]}\n"...)
 	w.Header().Set("Content-Type", "application/json")

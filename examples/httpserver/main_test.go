@@ -71,11 +71,6 @@ func TestBadRequests(t *testing.T) {
 	assert.JSONEq(t, `{"count":1,"records":[{"id":1,"name":"user-000001","email":"user1@example.com","score":0,"active":false,"city":"Lisbon"}]}`, w.Body.String())
 }
 
-func TestJSONStringEscapes(t *testing.T) {
-	assert.Equal(t, `"a\"b\\c\u0001é"`, string(appendJSONString(nil, "a\"b\\c\x01é")))
-	assert.Equal(t, `"Quote \"City\""`, string(appendJSONString(nil, []byte(`Quote "City"`))))
-}
-
 func TestFlags(t *testing.T) {
 	var stdout, stderr syncBuffer
 	assert.Error(t, run([]string{"-nope"}, &stdout, &stderr))
