@@ -52,15 +52,6 @@ type request struct {
 	ended atomic.Bool // set after the request end hooks, before the reset
 }
 
-// siteRec is where a block was allocated through a Context, in debug mode:
-// zmm records the first caller outside package zmm, which for a block
-// allocated through a Context is the Context method itself, so the driver
-// records the method's caller and puts it in the reports.
-type siteRec struct {
-	pc   uintptr // the call that allocated or last reallocated the block
-	orig uintptr // the first allocation, if reallocated
-}
-
 // Context returns the context.Context of the call that runs the hook: Do's
 // for request phases, Start's for module startup, Shutdown's for module
 // shutdown; worker hooks get Start's without its cancellation.
@@ -206,45 +197,30 @@ func resolve(pc uintptr) zmm.Site {
 func (c *Context) Heap() *zmm.Heap { return c.requestWorker("Heap", 0).heap }
 
 // Alloc allocates request memory (emalloc): released at request end.
-//
-//go:noinline
 func (c *Context) Alloc(size uintptr) unsafe.Pointer {
 	w := c.requestWorker("Alloc", 0)
-	p := w.heap.Alloc(size)
-	w.noteAlloc(p, callerPC(w.sites != nil))
-	return p
+	return w.heap.Alloc(size)
 }
 
 // Calloc allocates zeroed request memory for n elements of size bytes,
 // overflow-checked (ecalloc).
-//
-//go:noinline
 func (c *Context) Calloc(n, size uintptr) unsafe.Pointer {
 	w := c.requestWorker("Calloc", 0)
-	p := w.heap.Calloc(n, size)
-	w.noteAlloc(p, callerPC(w.sites != nil))
-	return p
+	return w.heap.Calloc(n, size)
 }
 
 // Realloc resizes a block of request memory (erealloc); Realloc(nil, n) is
 // Alloc(n). A persistent block panics with ErrWrongFree: use PRealloc.
-//
-//go:noinline
 func (c *Context) Realloc(p unsafe.Pointer, size uintptr) unsafe.Pointer {
 	w := c.requestWorker("Realloc", uintptr(p))
 	if p != nil && !w.heap.Owns(p) {
 		c.d.checkNotPersistent(c, "Realloc", uintptr(p))
 	}
-	pc := callerPC(w.sites != nil)
-	np := w.heap.Realloc(p, size)
-	w.noteRealloc(p, np, pc)
-	return np
+	return w.heap.Realloc(p, size)
 }
 
 // Free frees a block of request memory (efree). A persistent block panics
 // with ErrWrongFree: use PFree.
-//
-//go:noinline
 func (c *Context) Free(p unsafe.Pointer) {
 	w := c.requestWorker("Free", uintptr(p))
 	if p == nil {
@@ -254,9 +230,6 @@ func (c *Context) Free(p unsafe.Pointer) {
 		c.d.checkNotPersistent(c, "Free", uintptr(p))
 	}
 	w.heap.Free(p)
-	if w.sites != nil {
-		delete(w.sites, uintptr(p))
-	}
 }
 
 // PAlloc allocates persistent memory (pemalloc(size, 1)): it outlives

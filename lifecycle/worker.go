@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"sync"
 	"time"
-	"unsafe"
 
 	"github.com/gozmm/zmm/zmm"
 )
@@ -51,9 +50,8 @@ type worker struct {
 	gen      int
 	heap     *zmm.Heap
 	heapName string
-	globals  []any               // per component (Context.SetGlobals)
-	sites    map[uintptr]siteRec // debug heap: blocks allocated through a Context
-	served   int                 // requests served by this worker
+	globals  []any // per component (Context.SetGlobals)
+	served   int   // requests served by this worker
 }
 
 // WorkerHeap describes a worker's request heap to WithWorkerHeapHooks.
@@ -71,64 +69,18 @@ func (w *worker) describe() WorkerHeap {
 	return WorkerHeap{Worker: w.slot.id, Generation: w.gen, Heap: w.heap, Lock: &w.slot.mu}
 }
 
-// noteAlloc records the site of a block allocated through a Context (debug
-// heaps only).
-func (w *worker) noteAlloc(p unsafe.Pointer, pc uintptr) {
-	if w.sites != nil {
-		w.sites[uintptr(p)] = siteRec{pc: pc}
-	}
-}
-
-func (w *worker) noteRealloc(old, p unsafe.Pointer, pc uintptr) {
-	if w.sites == nil {
-		return
-	}
-	rec := siteRec{pc: pc}
-	if prev, ok := w.sites[uintptr(old)]; ok {
-		rec.orig = prev.orig
-		if rec.orig == 0 {
-			rec.orig = prev.pc
-		}
-		delete(w.sites, uintptr(old))
-	}
-	// A block allocated on the heap directly has no record: its first site
-	// is zmm's Orig, which fixSites keeps.
-	w.sites[uintptr(p)] = rec
-}
-
 // siteOf returns the allocation site and requested size of a live request
 // block, as far as debug mode knows them (zero values otherwise).
 func (w *worker) siteOf(p uintptr) (zmm.Site, uintptr) {
 	if !w.heap.Debug() {
 		return zmm.Site{}, 0
 	}
-	var size uintptr
-	var site zmm.Site
 	for _, l := range w.heap.Leaks() {
 		if l.Addr == p {
-			size, site = l.Size, l.Site
-			break
+			return l.Site, l.Size
 		}
 	}
-	if rec, ok := w.sites[p]; ok {
-		site = resolve(rec.pc)
-	}
-	return site, size
-}
-
-// fixSites puts the sites the driver recorded into leaks found by zmm: for
-// a block allocated through a Context, zmm's site is the Context method.
-func (w *worker) fixSites(leaks []zmm.Leak) {
-	for i := range leaks {
-		rec, ok := w.sites[leaks[i].Addr]
-		if !ok {
-			continue
-		}
-		leaks[i].Site = resolve(rec.pc)
-		if rec.orig != 0 {
-			leaks[i].Orig = resolve(rec.orig)
-		}
-	}
+	return zmm.Site{}, 0
 }
 
 // runSlot is the goroutine of a slot: it starts a worker, serves requests
@@ -177,9 +129,6 @@ func (d *Driver) startWorker(ctx context.Context, s *slot, gen int) (*worker, er
 		return nil, he
 	}
 	w := &worker{slot: s, gen: gen, heap: h, heapName: name, globals: make([]any, len(d.components))}
-	if h.Debug() {
-		w.sites = map[uintptr]siteRec{}
-	}
 	s.statMu.Lock()
 	s.stats.live, s.stats.generation, s.stats.servedGen = true, gen, 0
 	s.stats.realUsage, s.stats.usage = h.RealUsage(), h.Usage()
@@ -314,7 +263,6 @@ func (d *Driver) endRequest(w *worker, req *request) {
 	h := w.heap
 	if h.Debug() {
 		if leaks := h.Leaks(); len(leaks) > 0 {
-			w.fixSites(leaks)
 			d.record(func(r *Report) bool {
 				if len(r.RequestLeaks) >= maxRecorded {
 					return false
@@ -324,7 +272,6 @@ func (d *Driver) endRequest(w *worker, req *request) {
 			})
 			d.writeReport(func(out *reportWriter) { out.leaks(leaks, req.name, time.Now()) })
 		}
-		clear(w.sites)
 	}
 	h.Reset() // its own report is off (WithLeakReport(nil)): the driver wrote it
 	h.SetName(w.heapName)
