@@ -95,10 +95,8 @@
 // # Debug mode
 //
 // WithDebug(true) (or ZMM_DEBUG=1) makes every heap a zmm debug heap:
-// guards, allocation sites, leak reports. zmm records a block's site as
-// the first caller outside package zmm, which for a block allocated
-// through a Context would be the Context method; the driver records the
-// method's caller instead and puts it in its reports. (zmm's own error
-// messages and snapshots still show the Context method for such blocks;
-// blocks allocated on Context.Heap directly show their callers.)
+// guards, allocation sites, leak reports. The package marks itself with
+// zmm.MarkHelperPackage, so the site of a block allocated through a
+// Context is the line that called the Context method, in the driver's
+// reports and in zmm's own errors, snapshots and profiles alike.
 package lifecycle
