@@ -24,6 +24,11 @@ const (
 	// RunPageSize is zmm's page size, in which runs are counted. It is
 	// always 4 KiB, whatever the OS page size.
 	RunPageSize = 4096
+	// MinBlock is the smallest block zmm hands out from the bins: a free
+	// slot holds the free-list link and its check word, two words, so
+	// requests of 0 to 16 bytes all get the 16-byte bin (bin 1); bin 0
+	// exists for the table's sake (it is the Zend MM's) and serves nothing.
+	MinBlock = 16
 )
 
 // binMask masks a bin number into the generated arrays, which have 32
@@ -33,6 +38,14 @@ const binMask = 31
 
 // The generated arrays must have exactly binMask+1 entries.
 var _ [len(Reciprocal)]struct{} = [binMask + 1]struct{}{}
+
+// Bin returns the bin a request of size bytes is served from: the smallest
+// block size that holds max(size, MinBlock) bytes. It is one load from a
+// generated table of 385 bytes, with no branch: the size tests that
+// SizeToBin needs are unpredictable on mixed sizes, and a mispredicted
+// branch costs more than an L1 hit. The caller must ensure size <= MaxSize;
+// larger sizes give meaningless results.
+func Bin(size uintptr) uint32 { return uint32(binByWords[(size+7)>>3&uintptr(len(binByWords)-1)]) }
 
 // SizeToBin returns the bin of the smallest size class that holds size
 // bytes. Sizes 0 and 1..8 give bin 0.

@@ -30,6 +30,8 @@ func TestConstantsMatchGenerator(t *testing.T) {
 	assert.Equal(t, bintable.MaxRunPages, MaxRunPages)
 	assert.Equal(t, bintable.PageSize, RunPageSize)
 	assert.Equal(t, bintable.TableLen, len(Size))
+	assert.Equal(t, bintable.MinBlock, MinBlock)
+	assert.Equal(t, bintable.BinByWordsLen, len(binByWords))
 	assert.Equal(t, uint32(MinSize), Size[0])
 	assert.Equal(t, uint32(MaxSize), Size[NumBins-1])
 }
@@ -67,6 +69,19 @@ func TestSizeToBinExhaustive(t *testing.T) {
 	for size := uintptr(0); size <= MaxSize; size++ {
 		assert.Equal(t, smallestBin(t, size), SizeToBin(size), "size %d", size)
 	}
+}
+
+func TestBinExhaustive(t *testing.T) {
+	for size := uintptr(0); size <= MaxSize; size++ {
+		want := smallestBin(t, max(size, MinBlock))
+		require.Equal(t, want, Bin(size), "size %d", size)
+		assert.Equal(t, SizeToBin(max(size, MinBlock)), Bin(size), "size %d", size)
+	}
+	assert.Equal(t, uint32(1), Bin(0), "Alloc(0) gets a minimal block")
+	assert.Equal(t, uint32(1), Bin(16))
+	assert.Equal(t, uint32(2), Bin(17))
+	assert.Equal(t, uint32(NumBins-1), Bin(MaxSize))
+	assert.GreaterOrEqual(t, uint32(Size[Bin(1)]), uint32(MinBlock), "the smallest block holds a link and a check word")
 }
 
 func TestSizeToBinBoundaries(t *testing.T) {
@@ -130,6 +145,33 @@ func TestDeriveMatchesTable(t *testing.T) {
 }
 
 var sinkBin uint32
+
+// BenchmarkBin and BenchmarkSizeToBinMixed feed the same pseudo-random sizes
+// of 0..255 bytes, the bulk of PHP's traffic: there the size tests of
+// SizeToBin mispredict, the table load of Bin does not.
+func BenchmarkBin(b *testing.B) {
+	var acc uint32
+	x := uint32(1)
+	for b.Loop() {
+		x ^= x << 13
+		x ^= x >> 17
+		x ^= x << 5
+		acc += Bin(uintptr(x & 255))
+	}
+	sinkBin = acc
+}
+
+func BenchmarkSizeToBinMixed(b *testing.B) {
+	var acc uint32
+	x := uint32(1)
+	for b.Loop() {
+		x ^= x << 13
+		x ^= x >> 17
+		x ^= x << 5
+		acc += SizeToBin(max(uintptr(x&255), MinBlock))
+	}
+	sinkBin = acc
+}
 
 func BenchmarkSizeToBin(b *testing.B) {
 	var acc uint32

@@ -112,7 +112,7 @@ const Unlimited uintptr = math.MaxUint64 >> 1
 
 // minSlot is the smallest block handed out: a free slot holds the
 // free-list link and its check word, as in the Zend MM 8.4+.
-const minSlot = 16
+const minSlot = bins.MinBlock
 
 var lastHeapID atomic.Uint32
 
@@ -607,4 +607,4 @@ func (h *Heap) Close() {
 
 // smallBin is the bin of a small request; sizes below the smallest slot
 // are bumped to it, so Alloc(0) returns a 16-byte block.
-func smallBin(size uintptr) uint32 { return bins.SizeToBin(max(size, minSlot)) }
+func smallBin(size uintptr) uint32 { return bins.Bin(size) }

@@ -32,6 +32,13 @@ const (
 	// ReciprocalShift is the shift used with the reciprocals: the element
 	// index is the high 32 bits of the 64-bit product offset*reciprocal.
 	ReciprocalShift = 32
+	// MinBlock is the smallest block zmm serves from the bins: a free slot
+	// holds the free-list link and its check word, two words.
+	MinBlock = 16
+	// BinByWordsLen is the length of the size-to-bin table, indexed by a
+	// size rounded up to whole 8-byte words: MaxSize/8+1 entries rounded up
+	// to a power of two, so that a masked index needs no bounds check.
+	BinByWordsLen = 512
 )
 
 // runPages is the number of pages per run of each bin, in bin order. This is
@@ -147,6 +154,26 @@ func Derive() []Bin {
 	return table
 }
 
+// BinByWords returns the size-to-bin table: entry w is the bin of the
+// smallest block size that holds max(8*w, MinBlock) bytes, for every w up to
+// MaxSize/8; the entries past it are zero. Rounding a size up to whole words
+// never changes its bin, since every block size is a multiple of 8.
+func BinByWords(table []Bin) [BinByWordsLen]uint8 {
+	if MaxSize/8 >= BinByWordsLen {
+		panic("bintable: BinByWordsLen is too small for MaxSize")
+	}
+	var t [BinByWordsLen]uint8
+	for w := range uint32(MaxSize/8 + 1) {
+		need := max(8*w, MinBlock)
+		bin := 0
+		for table[bin].Size < need {
+			bin++
+		}
+		t[w] = uint8(bin)
+	}
+	return t
+}
+
 // Source returns the gofmt'ed Go source of bins/table.go.
 func Source() ([]byte, error) {
 	table := Derive()
@@ -192,7 +219,21 @@ func Source() ([]byte, error) {
 			"// offset of every run.\n",
 		func(b Bin) uint32 { return b.Reciprocal })
 	w("// ReciprocalShift is the shift that goes with Reciprocal.\n")
-	w("const ReciprocalShift = %d\n", ReciprocalShift)
+	w("const ReciprocalShift = %d\n\n", ReciprocalShift)
+
+	w("// binByWords maps a size rounded up to whole 8-byte words to its bin: entry\n")
+	w("// w is the bin of the smallest block size that holds max(8*w, %d) bytes\n", MinBlock)
+	w("// (MinBlock), for w up to MaxSize/8 = %d; the rest is zero padding, so that\n", MaxSize/8)
+	w("// an index masked with %d needs no bounds check.\n", BinByWordsLen-1)
+	w("var binByWords = [%d]uint8{", BinByWordsLen)
+	byWords := BinByWords(table)
+	for i, bin := range byWords[:MaxSize/8+1] {
+		if i%16 == 0 {
+			w("\n// %d..\n", i*8)
+		}
+		w("%d, ", bin)
+	}
+	w("\n}\n")
 
 	src, err := format.Source(buf.Bytes())
 	if err != nil {
