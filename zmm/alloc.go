@@ -125,8 +125,13 @@ func (s *heapState) refill(bin uint32) unsafe.Pointer {
 			debugheader.Fill(ptr(p), size)
 		}
 	}
+	// The key and link offset live in locals: the stores below go through
+	// unsafe pointers, which the compiler must assume may alias s, so it
+	// would reload both fields for every slot.
+	key, off := s.key, s.linkOff
 	for p := run + size; p < last; p += size {
-		s.setLink(p, p+size)
+		*(*uintptr)(ptr(p + off)) = p + size
+		*(*uintptr)(ptr(p + off + 8)) = (p + size) ^ key ^ p
 	}
 	if last > run {
 		s.setLink(last, 0)
