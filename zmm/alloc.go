@@ -24,9 +24,13 @@ import (
 // the freed block's Size and Site, and use their own lists (s.dfree); the
 // fast paths, which hard-code offset 0 and s.free, never see them.
 
-func (s *heapState) setLink(slot, next uintptr) {
-	*(*uintptr)(ptr(slot + s.linkOff)) = next
-	*(*uintptr)(ptr(slot + s.linkOff + 8)) = next ^ s.key ^ slot
+func (s *heapState) setLink(slot, next uintptr) { writeLink(slot, next, s.key, s.linkOff) }
+
+// writeLink is setLink with the key and link offset passed in, for loops
+// that keep them in registers.
+func writeLink(slot, next, key, off uintptr) {
+	*(*uintptr)(ptr(slot + off)) = next
+	*(*uintptr)(ptr(slot + off + 8)) = next ^ key ^ slot
 }
 
 // isFreeSlot reports whether the slot carries a valid free-list check word.
@@ -130,8 +134,7 @@ func (s *heapState) refill(bin uint32) unsafe.Pointer {
 	// would reload both fields for every slot.
 	key, off := s.key, s.linkOff
 	for p := run + size; p < last; p += size {
-		*(*uintptr)(ptr(p + off)) = p + size
-		*(*uintptr)(ptr(p + off + 8)) = (p + size) ^ key ^ p
+		writeLink(p, p+size, key, off)
 	}
 	if last > run {
 		s.setLink(last, 0)
