@@ -311,36 +311,6 @@ func zmmRecordsHandler(w http.ResponseWriter, r *http.Request) {
 	// No frees: Reset releases everything when the handler returns.
 }
 
-type goBenchRow struct {
-	id          int64
-	score       float64
-	name, email string
-	city        string
-	active      bool
-}
-
 func goRecordsHandler(w http.ResponseWriter, r *http.Request) {
-	n := benchCount(r)
-	var rows []goBenchRow
-	for i := range n {
-		rows = append(rows, goBenchRow{
-			id: records.ID(i), score: records.Score(i),
-			name: string(records.AppendName(nil, i)), email: string(records.AppendEmail(nil, i)),
-			city: records.Cities[records.CityIndex(i)], active: records.Active(i),
-		})
-	}
-	out := make([]byte, 0, 4096)
-	out = append(out, `{"count":`...)
-	out = strconv.AppendInt(out, int64(n), 10)
-	out = append(out, `,"records":[`...)
-	for i, row := range rows {
-		if i > 0 {
-			out = append(out, ',')
-		}
-		out = records.AppendRecord(out, row.id, row.name, row.email, row.score, row.active, row.city)
-	}
-	out = append(out, "]}\n"...)
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Content-Length", strconv.Itoa(len(out)))
-	w.Write(out)
+	records.ServeGo(w, benchCount(r))
 }

@@ -335,15 +335,6 @@ func zmmRecords(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// row is a record on the Go heap.
-type row struct {
-	id          int64
-	score       float64
-	name, email string
-	city        string
-	active      bool
-}
-
 // goRecords serves /go/records, the same response made with Go's allocator.
 func goRecords(w http.ResponseWriter, r *http.Request) {
 	n, err := count(r)
@@ -351,31 +342,7 @@ func goRecords(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
-	var rows []row
-	for i := range n {
-		rows = append(rows, row{
-			id:     records.ID(i),
-			score:  records.Score(i),
-			name:   string(records.AppendName(nil, i)),
-			email:  string(records.AppendEmail(nil, i)),
-			city:   records.Cities[records.CityIndex(i)],
-			active: records.Active(i),
-		})
-	}
-	out := make([]byte, 0, 4096)
-	out = append(out, `{"count":`...)
-	out = strconv.AppendInt(out, int64(n), 10)
-	out = append(out, `,"records":[`...)
-	for i, row := range rows {
-		if i > 0 {
-			out = append(out, ',')
-		}
-		out = records.AppendRecord(out, row.id, row.name, row.email, row.score, row.active, row.city)
-	}
-	out = append(out, "]}\n"...)
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Content-Length", strconv.Itoa(len(out)))
-	w.Write(out)
+	records.ServeGo(w, n)
 }
 
 // cacheEntry is a long-lived Go object: 64 bytes with a pointer, so the

@@ -1,10 +1,14 @@
 // Package records makes the JSON-like response that examples/httpserver
 // serves and zmmhttp's benchmark measures: record i's values, and their
-// encoding with strconv.Append*. Both use it so that the example and the
-// benchmark build the same bytes.
+// encoding with strconv.Append*, and the whole response made on the Go heap
+// (ServeGo). Both use it so that the example and the benchmark build the
+// same bytes.
 package records
 
-import "strconv"
+import (
+	"net/http"
+	"strconv"
+)
 
 // Cities are the values of the city field; the last one needs escaping.
 var Cities = []string{"Lisbon", "Zürich", "São Paulo", "Kraków", "Osaka", `Quote "City"`}
@@ -79,3 +83,40 @@ var maxCityLen = func() int {
 	}
 	return n
 }()
+
+// goRow is a record built on the Go heap, as a Go program would.
+type goRow struct {
+	id          int64
+	score       float64
+	name, email string
+	city        string
+	active      bool
+}
+
+// ServeGo writes the response of n records made the ordinary Go way: the
+// records as Go structs with Go strings, the body in a growing Go slice.
+// It is the Go-heap side that the example and the benchmark compare zmm with.
+func ServeGo(w http.ResponseWriter, n int) {
+	var rows []goRow
+	for i := range n {
+		rows = append(rows, goRow{
+			id: ID(i), score: Score(i),
+			name: string(AppendName(nil, i)), email: string(AppendEmail(nil, i)),
+			city: Cities[CityIndex(i)], active: Active(i),
+		})
+	}
+	out := make([]byte, 0, 4096)
+	out = append(out, `{"count":`...)
+	out = strconv.AppendInt(out, int64(n), 10)
+	out = append(out, `,"records":[`...)
+	for i, row := range rows {
+		if i > 0 {
+			out = append(out, ',')
+		}
+		out = AppendRecord(out, row.id, row.name, row.email, row.score, row.active, row.city)
+	}
+	out = append(out, "]}\n"...)
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(out)))
+	w.Write(out)
+}
