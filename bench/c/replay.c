@@ -520,8 +520,9 @@ static void sample_rss(run_t *z, uint64_t request, bool at_request_end)
 	z->res.hook_ns += now_ns() - t0;
 }
 
-/* request_end releases every live block. */
-static void request_end(run_t *z, uint64_t request)
+/* note_peaks keeps the highest peak_usage and real_peak_usage the Zend MM
+ * has reported (the other allocators have no such counters). */
+static void note_peaks(run_t *z)
 {
 #if defined(ALLOC_ZEND)
 	size_t peak = zend_memory_peak_usage(false), real_peak = zend_memory_peak_usage(true);
@@ -529,7 +530,15 @@ static void request_end(run_t *z, uint64_t request)
 		z->res.peak_usage = peak;
 	if (real_peak > z->res.real_peak_usage)
 		z->res.real_peak_usage = real_peak;
+#else
+	(void)z;
 #endif
+}
+
+/* request_end releases every live block. */
+static void request_end(run_t *z, uint64_t request)
+{
+	note_peaks(z);
 	sample_rss(z, request, true);
 #if defined(ALLOC_ZEND)
 	if (php_request_mode) {
@@ -640,13 +649,7 @@ out:
 	if (!z->res.error && n > 0 && recs[n - 1].op != OP_REQUEST_END) {
 		/* the last request has no request end: its blocks stay live, as
 		 * in bench/replay; sample the RSS (untimed) */
-#if defined(ALLOC_ZEND)
-		size_t peak = zend_memory_peak_usage(false), real_peak = zend_memory_peak_usage(true);
-		if (peak > z->res.peak_usage)
-			z->res.peak_usage = peak;
-		if (real_peak > z->res.real_peak_usage)
-			z->res.real_peak_usage = real_peak;
-#endif
+		note_peaks(z);
 		sample_rss(z, request + 1, true);
 	}
 	if (z->res.error)
