@@ -361,8 +361,9 @@ func TestHookObserverWrapsEveryHook(t *testing.T) {
 	}, rec.take())
 }
 
-func TestDoGivesUpWhenItsContextEndsBeforeAWorkerIsFree(t *testing.T) {
-	d, _ := start(t, nil)
+// occupyWorker starts a request that holds d's only worker until the
+// returned function is called; that function waits for the request to end.
+func occupyWorker(t *testing.T, d *lifecycle.Driver) (finish func()) {
 	release, running := make(chan struct{}), make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Go(func() {
@@ -373,13 +374,21 @@ func TestDoGivesUpWhenItsContextEndsBeforeAWorkerIsFree(t *testing.T) {
 		}))
 	})
 	<-running
+	return func() {
+		close(release)
+		wg.Wait()
+	}
+}
+
+func TestDoGivesUpWhenItsContextEndsBeforeAWorkerIsFree(t *testing.T) {
+	d, _ := start(t, nil)
+	finish := occupyWorker(t, d)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
 	defer cancel()
 	ran := false
 	err := d.Do(ctx, lifecycle.Request{Name: "GET /late", Handle: func(*lifecycle.Context) error { ran = true; return nil }})
 	assert.ErrorIs(t, err, context.DeadlineExceeded)
-	close(release)
-	wg.Wait()
+	finish()
 	assert.False(t, ran)
 }
 
@@ -388,22 +397,12 @@ func TestDoGivesUpWhenItsContextEndsBeforeAWorkerIsFree(t *testing.T) {
 func TestShutdownWaitsForRunningRequests(t *testing.T) {
 	rec := &recorder{}
 	d, _ := start(t, []lifecycle.Component{traced(rec, "a")})
-	release, running := make(chan struct{}), make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		assert.NoError(t, do(d, "GET /slow", func(*lifecycle.Context) error {
-			close(running)
-			<-release
-			return nil
-		}))
-	})
-	<-running
+	finish := occupyWorker(t, d)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
 	defer cancel()
 	assert.ErrorIs(t, d.Shutdown(ctx), context.DeadlineExceeded)
 	assert.ErrorIs(t, do(d, "GET /after", nil), lifecycle.ErrNotRunning)
-	close(release)
-	wg.Wait()
+	finish()
 	require.NoError(t, d.Shutdown(context.Background()))
 	require.NoError(t, d.Shutdown(context.Background()))
 	events := rec.take()
