@@ -306,7 +306,7 @@ func goRequest(p *requestPlan, live [][]byte) {
 var requestSizes = []struct {
 	name string
 	n    int
-}{{"1e4", 1e4}, {"1e6", 1e6}}
+}{{"1e3", 1e3}, {"1e4", 1e4}, {"1e6", 1e6}}
 
 func BenchmarkRequest(b *testing.B) {
 	for _, rs := range requestSizes {
@@ -406,6 +406,37 @@ func BenchmarkResetOnly(b *testing.B) {
 		b.ReportMetric(float64(total.Nanoseconds())/float64(b.N), "ns/op")
 		b.ReportMetric(float64(slowest.Nanoseconds()), "max-ns")
 	})
+}
+
+// ---------------------------------------------------------------------------
+// ShortRequest: a request that takes a few blocks of every bin and ends.
+// Each of its first allocations in a bin starts a new run (Reset gave all
+// runs back), so it measures what a new run costs: threading its free
+// slots onto the free list, whose first write to each line misses the
+// cache. PHP requests are mostly short, so this is their common case.
+
+func BenchmarkShortRequest(b *testing.B) {
+	for _, perBin := range []int{1, 8, 64} {
+		b.Run(fmt.Sprintf("perBin=%d", perBin), func(b *testing.B) {
+			h := newHeap(b)
+			defer h.Close()
+			request := func() {
+				for bin := uint32(1); bin < bins.NumBins; bin++ {
+					for range perBin {
+						h.Alloc(uintptr(bins.Size[bin]))
+					}
+				}
+				h.Reset()
+			}
+			request() // warm: map the chunk once
+			b.ReportAllocs()
+			g := startGC()
+			for b.Loop() {
+				request()
+			}
+			g.report(b)
+		})
+	}
 }
 
 // ---------------------------------------------------------------------------

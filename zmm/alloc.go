@@ -113,19 +113,64 @@ func (h *Heap) allocBig(size uintptr) unsafe.Pointer {
 	return h.st.allocBig(size, "Alloc")
 }
 
-// refill carves a new run for the bin, threads its slots but the first onto
-// the free list and returns the first (zend_mm_alloc_small_slow).
+// uncarved reports whether addr is in the uncarved rest of the bin's newest
+// run (one compare, for Free's fast path).
+func (s *heapState) uncarved(bin uint32, addr uintptr) bool {
+	return addr-s.carveNext[bin&31] < s.carveLeft[bin&31]
+}
+
+// uncarvedSlots returns how many slots of the bin's newest run are
+// uncarved.
+func (s *heapState) uncarvedSlots(bin uint32) int {
+	return int(s.carveLeft[bin&31] / uintptr(bins.Size[bin&31]))
+}
+
+// A new run is threaded onto its free list a batch at a time. Threading
+// writes each slot's link and check word, and the first write to a line
+// misses the cache: a request that ends (Reset) after a few allocations of
+// a bin should pay that only for the slots it could use. The first batch
+// of a run is carveFirst bytes (at least carveMinSlots slots); each later
+// batch is as large as all before it, so a bin in heavy use reaches the
+// end of its run in a few calls to refill.
+const (
+	carveFirst    = 1024
+	carveMinSlots = 4
+)
+
+// carveFirstBytes is the first batch of each bin, in whole slots.
+var carveFirstBytes = func() (t [32]uintptr) {
+	for b := range bins.NumBins {
+		size := uintptr(bins.Size[b])
+		t[b] = max(carveMinSlots*size, carveFirst/size*size)
+	}
+	return t
+}()
+
+// refill takes the next batch of slots from the bin's newest run, or
+// carves a new run when that is used up: it threads the batch but its
+// first slot onto the free list and returns the first
+// (zend_mm_alloc_small_slow, which threads the whole run at once).
 func (s *heapState) refill(bin uint32) unsafe.Pointer {
 	s.checkOpen("Alloc")
-	n := bins.Pages[bin]
-	c, start := s.allocPages(n, "Alloc", uintptr(n)*chunk.PageSize)
-	c.SetSmallRun(start, n, bin)
-	run := uintptr(c.Page(start))
 	size := uintptr(bins.Size[bin])
-	last := run + uintptr(bins.Elements[bin]-1)*size
+	bin &= 31
+	runBytes := uintptr(bins.Elements[bin]) * size
+	if s.carveLeft[bin] == 0 {
+		n := bins.Pages[bin]
+		c, start := s.allocPages(n, "Alloc", uintptr(n)*chunk.PageSize)
+		c.SetSmallRun(start, n, bin)
+		s.carveNext[bin], s.carveLeft[bin] = uintptr(c.Page(start)), runBytes
+	}
+	first, left := s.carveNext[bin], s.carveLeft[bin]
+	batch := left
+	if s.special == 0 {
+		batch = min(left, max(carveFirstBytes[bin], runBytes-left))
+	}
+	end := first + batch
+	s.carveNext[bin], s.carveLeft[bin] = end, left-batch
 	if s.debug {
 		// Free debug slots carry the free fill, checked when handed out.
-		for p := run + size; p <= last; p += size {
+		for p := first + size; p < end; p += size {
 			debugheader.Fill(ptr(p), size)
 		}
 	}
@@ -133,20 +178,44 @@ func (s *heapState) refill(bin uint32) unsafe.Pointer {
 	// unsafe pointers, which the compiler must assume may alias s, so it
 	// would reload both fields for every slot.
 	key, off := s.key, s.linkOff
-	for p := run + size; p < last; p += size {
+	last := end - size
+	for p := first + size; p < last; p += size {
 		writeLink(p, p+size, key, off)
 	}
-	if last > run {
-		s.setLink(last, 0)
-		s.lists()[bin] = run + size
+	if last > first {
+		l := s.lists()
+		s.setLink(last, l[bin&31])
+		l[bin&31] = first + size
 	}
 	// The pages may be recycled (a run GC emptied, a cached chunk) and
 	// still hold an old free slot's link and check word: clear the check
 	// word of the slot handed out, as the fast path does.
-	*(*uintptr)(ptr(run + s.linkOff + 8)) = 0
+	*(*uintptr)(ptr(first + s.linkOff + 8)) = 0
 	s.size += size
 	s.peak = max(s.peak, s.size)
-	return ptr(run)
+	return ptr(first)
+}
+
+// flushCarve threads the uncarved rest of every bin's newest run onto the
+// free lists, for the slow paths that walk the lists and count on every
+// slot not handed out being on one.
+func (s *heapState) flushCarve() {
+	key, off := s.key, s.linkOff
+	l := s.lists()
+	for bin := range bins.NumBins {
+		first, left := s.carveNext[bin], s.carveLeft[bin]
+		if left == 0 {
+			continue
+		}
+		size := uintptr(bins.Size[bin])
+		last := first + left - size
+		for p := first; p < last; p += size {
+			writeLink(p, p+size, key, off)
+		}
+		writeLink(last, l[bin], key, off)
+		l[bin] = first
+		s.carveNext[bin], s.carveLeft[bin] = 0, 0
+	}
 }
 
 // allocBig serves sizes above the small bins: a page run, or a huge block.

@@ -24,20 +24,22 @@ func (h *Heap) Free(p unsafe.Pointer) {
 	s := h.st
 	off := slot & (chunk.Size - 1)
 	// Fast path (zend_mm_free_small): a slot of one of our live chunks (the
-	// own set says so), at the exact start of an element, not already free.
-	// A chunk's base itself has off 0 and map entry 0 is the header's, so
-	// it falls through to the slow path.
+	// own set says so), at the exact start of an element, handed out (not
+	// in its bin's uncarved rest) and not already free. A chunk's base
+	// itself has off 0 and map entry 0 is the header's, so it falls
+	// through to the slow path.
 	if s.own[ownSlot(slot)] == slot-off|1 {
 		e := hdr(slot - off).Map[off>>chunk.PageShift&(chunk.Pages-1)]
 		bin := chunk.EntryBin(e) & 31
 		within := uint32(off&(chunk.PageSize-1)) + chunk.EntryIndex(e)<<chunk.PageShift
 		idx, exact := bins.ElementIndex(bin, within)
 		check := (*uintptr)(ptr(slot + 8))
+		key := s.key
 		if e&chunk.MapKindMask == chunk.MapSmall && exact && idx < bins.Elements[bin] &&
-			*check != *(*uintptr)(ptr(slot))^s.key^slot {
+			!s.uncarved(bin, slot) && *check != *(*uintptr)(ptr(slot))^key^slot {
 			head := s.free[bin]
 			*(*uintptr)(ptr(slot)) = head
-			*check = head ^ s.key ^ slot
+			*check = head ^ key ^ slot
 			s.free[bin] = slot
 			s.size -= uintptr(bins.Size[bin])
 			return
@@ -176,6 +178,9 @@ func (s *heapState) lookup(op string, user uintptr) block {
 	}
 	if idx >= bins.Elements[bin&31] {
 		fail(ErrInvalidPointer, op, user, "zmm: %s(0x%x): invalid pointer: in the unused tail of a run", op, user)
+	}
+	if s.uncarved(bin, addr) {
+		fail(ErrDoubleFree, op, user, "zmm: %s(0x%x): double free: the %d-byte block is free (never handed out)", op, user, bins.Size[bin&31])
 	}
 	if s.isFreeSlot(addr) {
 		if s.debug {

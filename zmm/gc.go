@@ -22,6 +22,7 @@ func (h *Heap) GC() uintptr {
 // GC asks for free pages to be released with madvise.
 func (s *heapState) gc(release bool) uintptr {
 	var freed uintptr
+	s.flushCarve()
 	// Pass 1: count the free slots of every run in its first page's entry.
 	var binsWithEmptyRuns uint32
 	lists := s.lists()

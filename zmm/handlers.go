@@ -56,6 +56,7 @@ func (h *Heap) SetHandlers(hs Handlers) {
 	if s.special == 0 {
 		// Leave the fast paths: their free lists move to the slow paths'
 		// lists and the own set empties, so Alloc and Free always miss.
+		s.flushCarve()
 		s.dfree, s.free = s.free, [32]uintptr{}
 		s.own = [64]uintptr{}
 	}

@@ -61,6 +61,15 @@ type heapState struct {
 	// sharing a slot): the slow path validates through the frame table and
 	// puts it back.
 	own [64]uintptr
+	// carveNext and carveLeft give, per bin, the uncarved rest of the
+	// bin's newest run: carveLeft bytes from carveNext to the end of its
+	// last slot, never handed out nor threaded onto the free list. refill
+	// threads a run a batch at a time, so a request that uses a few slots
+	// of a run does not write every slot of it. Free's fast path rejects a
+	// pointer into it (never handed out). Special heaps thread whole runs
+	// and keep these zero; GC and SetHandlers, which need every free slot
+	// on a list, thread the rest first (flushCarve); Stats counts it.
+	carveNext, carveLeft [32]uintptr
 
 	// realSize and realPeak count the bytes mapped from the OS: live and
 	// cached chunks plus huge mappings, live and cached
@@ -563,6 +572,7 @@ func (h *Heap) Reset() {
 	main.Next, main.Prev = s.main, s.main
 	s.free = [32]uintptr{}
 	s.dfree = [32]uintptr{}
+	s.carveNext, s.carveLeft = [32]uintptr{}, [32]uintptr{}
 	s.size, s.peak = 0, 0
 	s.realPeak = s.realSize
 	s.chunks, s.peakChunks = 1, 1

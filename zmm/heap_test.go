@@ -557,6 +557,10 @@ func TestBadPointersAreReported(t *testing.T) {
 		{"inside a chunk header", unsafe.Add(base, 64), zmm.ErrInvalidPointer},
 		{"free page", unsafe.Add(base, 400*chunk.PageSize), zmm.ErrDoubleFree},
 		{"freed small block", freedSmall, zmm.ErrDoubleFree},
+		// small and freedSmall are the first two 48-byte slots of their run;
+		// the run is threaded onto the free list a batch at a time.
+		{"small slot never handed out, threaded", unsafe.Add(small, 5*48), zmm.ErrDoubleFree},
+		{"small slot never handed out, not yet threaded", unsafe.Add(small, 80*48), zmm.ErrDoubleFree},
 		{"freed large block", freedLarge, zmm.ErrDoubleFree},
 		{"freed huge block", freedHuge, zmm.ErrDoubleFree},
 		{"freed cached huge block", cachedHuge, zmm.ErrDoubleFree},
@@ -760,4 +764,78 @@ func TestEveryModeAlignsBlocksTo8Bytes(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestRunsAreThreadedInBatches covers the lazy threading of a new run: its
+// slots reach the free list a batch at a time, and everything that looks
+// at free slots (Alloc, Free's checks, Stats, GC, SetHandlers) sees the
+// slots not yet threaded as free.
+func TestRunsAreThreadedInBatches(t *testing.T) {
+	const size = 16
+	bin := bins.SizeToBin(size)
+	elements := int(bins.Elements[bin])
+	runSlots := func(h *zmm.Heap, first unsafe.Pointer) []unsafe.Pointer {
+		slots := []unsafe.Pointer{first}
+		for range elements - 1 {
+			slots = append(slots, h.Alloc(size))
+		}
+		return slots
+	}
+	// Every slot of a run is handed out once, in address order, and the
+	// next allocation starts a new run.
+	h := newHeap(t)
+	first := h.Alloc(size)
+	st := h.Stats().Bins[bin]
+	assert.Equal(t, 1, st.Used)
+	assert.Equal(t, elements-1, st.Free, "the slots not yet threaded count as free")
+	slots := runSlots(h, first)
+	for i, p := range slots {
+		require.Equal(t, uintptr(first)+uintptr(i*size), uintptr(p), "slot %d", i)
+	}
+	assert.Equal(t, 0, h.Stats().Bins[bin].Free)
+	next := h.Alloc(size)
+	assert.NotEqual(t, uintptr(first), uintptr(next)&^(chunk.PageSize-1), "a new run")
+	assert.Equal(t, 2, h.Stats().Bins[bin].Runs)
+
+	// GC gives back a run whose handed-out slots were all freed, threaded
+	// or not, and nothing else.
+	h = newHeap(t)
+	first = h.Alloc(size)
+	keep := h.Alloc(3000)
+	h.Free(first)
+	assert.Equal(t, 1, h.Stats().Bins[bin].Runs)
+	h.GC()
+	assert.Equal(t, 0, h.Stats().Bins[bin].Runs, "the run went back to its chunk")
+	slots = runSlots(h, h.Alloc(size))
+	seen := map[uintptr]bool{}
+	for _, p := range slots {
+		require.False(t, seen[uintptr(p)], "slot 0x%x handed out twice", p)
+		seen[uintptr(p)] = true
+	}
+	h.Free(keep)
+
+	// Handlers installed in the middle of a run serve the rest of it, and
+	// the fast paths serve it again after RestoreHandlers: no slot twice.
+	h = newHeap(t)
+	var live []unsafe.Pointer
+	seen = map[uintptr]bool{}
+	take := func() {
+		p := h.Alloc(size)
+		require.False(t, seen[uintptr(p)], "slot 0x%x handed out twice", p)
+		seen[uintptr(p)] = true
+		live = append(live, p)
+	}
+	take()
+	h.SetHandlers(h.Builtin())
+	for range elements / 2 {
+		take()
+	}
+	h.RestoreHandlers()
+	for range elements {
+		take()
+	}
+	for _, p := range live {
+		h.Free(p)
+	}
+	assert.Zero(t, h.Usage())
 }

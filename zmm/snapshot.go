@@ -172,6 +172,10 @@ func (h *Heap) Snapshot() *Snapshot {
 	freeIn := map[uintptr]int{}
 	lists := s.lists()
 	for bin := uint32(0); bin < bins.NumBins; bin++ {
+		if n := s.uncarvedSlots(bin); n > 0 {
+			c, first := s.runOf(s.carveNext[bin])
+			freeIn[uintptr(c.Page(first))] += n
+		}
 		for slot := lists[bin]; slot != 0; slot = s.nextFree(bin, slot) {
 			c, first := s.runOf(slot)
 			freeIn[uintptr(c.Page(first))]++

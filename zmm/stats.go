@@ -134,7 +134,7 @@ func (h *Heap) statsLocked() Stats {
 	})
 	lists := s.lists()
 	for b := uint32(0); b < bins.NumBins; b++ {
-		n := 0
+		n := s.uncarvedSlots(b)
 		for slot := lists[b]; slot != 0; slot = s.nextFree(b, slot) {
 			n++
 		}
