@@ -19,9 +19,22 @@ import (
 	"github.com/gozmm/zmm/zmm"
 )
 
+// layout returns opts plus the options of a heap in chunk mode with debug
+// off, for the tests of exact block sizes, addresses, usage and limits,
+// which ZMM_DEBUG and ZMM_ALLOC change (a debug block is the size asked for
+// plus its record, and it moves on every Realloc). The rest of the suite
+// runs in whatever mode the environment asks for; CI runs it with
+// ZMM_DEBUG=1 as well.
+func layout(opts ...zmm.Option) []zmm.Option {
+	return append([]zmm.Option{zmm.WithDebug(false), zmm.WithAllocMode(zmm.ModeChunks)}, opts...)
+}
+
+// newHeap makes a heap closed at the end of the test. Its leak report, when
+// ZMM_DEBUG=1 makes it a debug heap, is silenced (tests leave blocks to
+// Close); a test's own WithLeakReport comes later and wins.
 func newHeap(t testing.TB, opts ...zmm.Option) *zmm.Heap {
 	t.Helper()
-	h, err := zmm.New(opts...)
+	h, err := zmm.New(append([]zmm.Option{zmm.WithLeakReport(nil)}, opts...)...)
 	require.NoError(t, err)
 	t.Cleanup(h.Close)
 	return h
@@ -96,7 +109,7 @@ func stillOurs(t testing.TB, addr uintptr, marker uint64) bool {
 }
 
 func TestEveryBinSizeAndNext(t *testing.T) {
-	h := newHeap(t)
+	h := newHeap(t, layout()...)
 	for b := 1; b < bins.NumBins; b++ {
 		size := uintptr(bins.Size[b])
 		p := h.Alloc(size)
@@ -115,7 +128,7 @@ func TestEveryBinSizeAndNext(t *testing.T) {
 }
 
 func TestTinySizesGetTheSmallestSlot(t *testing.T) {
-	h := newHeap(t)
+	h := newHeap(t, layout()...)
 	for size := uintptr(0); size <= 16; size++ {
 		p := h.Alloc(size)
 		require.NotNil(t, p)
@@ -125,7 +138,7 @@ func TestTinySizesGetTheSmallestSlot(t *testing.T) {
 }
 
 func TestClassBoundaries(t *testing.T) {
-	h := newHeap(t)
+	h := newHeap(t, layout()...)
 	small := h.Alloc(bins.MaxSize)
 	assert.Equal(t, uintptr(bins.MaxSize), h.BlockSize(small))
 
@@ -149,7 +162,7 @@ func TestClassBoundaries(t *testing.T) {
 }
 
 func TestExactStatistics(t *testing.T) {
-	h := newHeap(t)
+	h := newHeap(t, layout()...)
 	assert.Zero(t, h.Usage())
 	assert.Equal(t, uintptr(chunk.Size), h.RealUsage(), "the main chunk is mapped from the start")
 
@@ -181,7 +194,7 @@ func TestExactStatistics(t *testing.T) {
 }
 
 func TestStatsCountBlocksPerBin(t *testing.T) {
-	h := newHeap(t)
+	h := newHeap(t, layout()...)
 	bin := bins.SizeToBin(48)
 	var ps []unsafe.Pointer
 	for range int(bins.Elements[bin]) + 3 {
@@ -207,7 +220,7 @@ func TestCallocZeroesReusedMemory(t *testing.T) {
 }
 
 func TestSizeOverflowIsReported(t *testing.T) {
-	h := newHeap(t)
+	h := newHeap(t, layout()...)
 	e := catch(t, func() { h.Calloc(math.MaxUint64/2, 3) })
 	assert.ErrorIs(t, e, zmm.ErrOverflow)
 	assert.Equal(t, fmt.Sprintf("Possible integer overflow in memory allocation (%d * 3 + 0)", uint64(math.MaxUint64/2)), e.Error())
@@ -242,7 +255,7 @@ func TestStrdupAndStrndup(t *testing.T) {
 }
 
 func TestAllocBytes(t *testing.T) {
-	h := newHeap(t)
+	h := newHeap(t, layout()...)
 	b := h.AllocBytes(100)
 	assert.Len(t, b, 100)
 	assert.Equal(t, 112, cap(b))
@@ -257,7 +270,7 @@ func TestAllocBytes(t *testing.T) {
 }
 
 func TestReallocSmall(t *testing.T) {
-	h := newHeap(t)
+	h := newHeap(t, layout()...)
 	p := h.Alloc(40)
 	fill(p, 40, 1)
 	assert.Equal(t, p, h.Realloc(p, 33), "same bin keeps the pointer")
@@ -272,7 +285,7 @@ func TestReallocSmall(t *testing.T) {
 }
 
 func TestReallocLargeInPlace(t *testing.T) {
-	h := newHeap(t)
+	h := newHeap(t, layout()...)
 	p := h.Alloc(3 * chunk.PageSize)
 	fill(p, 3*chunk.PageSize, 7)
 	assert.Equal(t, p, h.Realloc(p, 10*chunk.PageSize), "the pages after it are free: grow in place")
@@ -310,7 +323,7 @@ func TestReallocAcrossKindsKeepsContents(t *testing.T) {
 }
 
 func TestReallocHugeInPlaceOrByMovingPages(t *testing.T) {
-	h := newHeap(t)
+	h := newHeap(t, layout()...)
 	p := h.Alloc(4 << 20)
 	fill(p, 4<<20, 9)
 	q := h.Realloc(p, 3<<20)
@@ -326,7 +339,7 @@ func TestReallocHugeInPlaceOrByMovingPages(t *testing.T) {
 }
 
 func TestReallocNilAllocates(t *testing.T) {
-	h := newHeap(t)
+	h := newHeap(t, layout()...)
 	p := h.Realloc(nil, 100)
 	assert.Equal(t, uintptr(112), h.BlockSize(p))
 }
@@ -337,7 +350,7 @@ func TestMemoryLimit(t *testing.T) {
 	assert.ErrorIs(t, err, zmm.ErrMemoryLimit)
 	assert.Equal(t, "Failed to set memory limit to 1048576 bytes (Current memory usage is 2097152 bytes)", err.Error())
 
-	h := newHeap(t, zmm.WithLimit(4<<20))
+	h := newHeap(t, layout(zmm.WithLimit(4<<20))...)
 	e := catch(t, func() { h.Alloc(3 << 20) })
 	assert.ErrorIs(t, e, zmm.ErrMemoryLimit)
 	assert.Equal(t, "Allowed memory size of 4194304 bytes exhausted (tried to allocate 3145728 bytes)", e.Error())
@@ -349,7 +362,7 @@ func TestMemoryLimit(t *testing.T) {
 }
 
 func TestMemoryLimitWorksInChunks(t *testing.T) {
-	h := newHeap(t)
+	h := newHeap(t, layout()...)
 	require.NoError(t, h.SetLimit(chunk.Size))
 	var ps []unsafe.Pointer
 	for range chunk.Pages - chunk.FirstPage {
@@ -385,7 +398,7 @@ func TestSetLimitBelowUsageFails(t *testing.T) {
 }
 
 func TestLimitCollectsCachedMemoryBeforeFailing(t *testing.T) {
-	h := newHeap(t, zmm.WithLimit(8<<20))
+	h := newHeap(t, layout(zmm.WithLimit(8<<20))...)
 	p := h.Alloc(5 << 20)
 	h.Free(p) // kept in the huge cache, still counted in RealUsage
 	require.Equal(t, chunk.Size+hugeSize(5<<20), h.RealUsage())
@@ -395,7 +408,7 @@ func TestLimitCollectsCachedMemoryBeforeFailing(t *testing.T) {
 }
 
 func TestHugeMappingIsReused(t *testing.T) {
-	h := newHeap(t)
+	h := newHeap(t, layout()...)
 	p := h.Alloc(8 << 20)
 	h.Free(p)
 	real := h.RealUsage()
@@ -485,7 +498,7 @@ func TestResetReleasesEverythingAndKeepsChunks(t *testing.T) {
 }
 
 func TestResetCachePolicyFollowsTheZendMM(t *testing.T) {
-	h := newHeap(t)
+	h := newHeap(t, layout()...)
 	// A request that peaks at 5 chunks: avg = (1+5)/2 = 3, so Reset keeps
 	// cached chunks while cached+0.9 <= 3: two of them.
 	for range 5 { // one fills the main chunk, each other one a chunk of its own
@@ -521,7 +534,7 @@ func TestCloseUnmapsEverything(t *testing.T) {
 }
 
 func TestBadPointersAreReported(t *testing.T) {
-	h := newHeap(t)
+	h := newHeap(t, layout()...)
 	other := newHeap(t)
 	small := h.Alloc(48)
 	large := h.Alloc(3 * chunk.PageSize)
@@ -604,7 +617,7 @@ func TestFreeNilIsANoop(t *testing.T) {
 }
 
 func TestCorruptedFreeListIsReportedNotFollowed(t *testing.T) {
-	h := newHeap(t)
+	h := newHeap(t, layout()...)
 	a := h.Alloc(32)
 	b := h.Alloc(32)
 	h.Free(b)
@@ -698,7 +711,7 @@ func TestPersistentMemorySurvivesReset(t *testing.T) {
 }
 
 func TestOutOfMemoryFromTheOS(t *testing.T) {
-	h := newHeap(t)
+	h := newHeap(t, layout()...)
 	// 2^48 bytes fit in no user address space of linux/amd64 (2^47) or
 	// linux/arm64 (2^48, part of it taken): mmap must fail.
 	const size = 1 << 48
@@ -783,7 +796,7 @@ func TestRunsAreThreadedInBatches(t *testing.T) {
 	}
 	// Every slot of a run is handed out once, in address order, and the
 	// next allocation starts a new run.
-	h := newHeap(t)
+	h := newHeap(t, layout()...)
 	first := h.Alloc(size)
 	st := h.Stats().Bins[bin]
 	assert.Equal(t, 1, st.Used)
@@ -799,7 +812,7 @@ func TestRunsAreThreadedInBatches(t *testing.T) {
 
 	// GC gives back a run whose handed-out slots were all freed, threaded
 	// or not, and nothing else.
-	h = newHeap(t)
+	h = newHeap(t, layout()...)
 	first = h.Alloc(size)
 	keep := h.Alloc(3000)
 	h.Free(first)
@@ -816,7 +829,7 @@ func TestRunsAreThreadedInBatches(t *testing.T) {
 
 	// Handlers installed in the middle of a run serve the rest of it, and
 	// the fast paths serve it again after RestoreHandlers: no slot twice.
-	h = newHeap(t)
+	h = newHeap(t, layout()...)
 	var live []unsafe.Pointer
 	seen = map[uintptr]bool{}
 	take := func() {

@@ -677,7 +677,7 @@ func TestRandomAgainstModel(t *testing.T) {
 	}
 	for _, seed := range seeds {
 		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
-			h, err := zmm.New()
+			h, err := zmm.New(layout()...)
 			require.NoError(t, err)
 			defer h.Close()
 			m := &modelRun{
@@ -1142,7 +1142,7 @@ func TestModelMemoryLimitIsExact(t *testing.T) {
 			r := rand.New(rand.NewPCG(seed, 0x6c696d6974))
 			ps := chunk.OSPageSize()
 			limit := 24<<20 + uintptr(r.IntN(64))*ps + uintptr(r.IntN(int(ps)))
-			h, err := zmm.New(zmm.WithLimit(limit))
+			h, err := zmm.New(layout(zmm.WithLimit(limit))...)
 			require.NoError(t, err)
 			defer h.Close()
 			require.Equal(t, limit, h.Limit())

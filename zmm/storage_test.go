@@ -64,7 +64,7 @@ func fillUntilOOM(t *testing.T, h *zmm.Heap, size uintptr) ([]unsafe.Pointer, *z
 
 func TestRegionHeapNeverGrowsPastTheRegion(t *testing.T) {
 	r := newRegion(t, 4) // 8 MiB: the main chunk and 3 slots
-	h := newHeap(t, zmm.WithStorage(r))
+	h := newHeap(t, layout(zmm.WithStorage(r))...)
 	assert.Equal(t, storage.Storage(r), h.Storage())
 	assert.Equal(t, r.Size()-chunk.Size, r.Free(), "the main chunk is in the region")
 
@@ -113,7 +113,7 @@ func TestRegionHeapNeverGrowsPastTheRegion(t *testing.T) {
 	assert.Equal(t, r.Size(), r.Free(), "Close gives every slot back")
 	assert.Zero(t, r.Mappings())
 
-	h2 := newHeap(t, zmm.WithStorage(r))
+	h2 := newHeap(t, layout(zmm.WithStorage(r))...)
 	p = h2.Alloc(r.Size() - chunk.Size)
 	assert.True(t, inRegion(r, p, r.Size()-chunk.Size))
 	fill(p, r.Size()-chunk.Size, 3)
@@ -123,7 +123,7 @@ func TestRegionHeapNeverGrowsPastTheRegion(t *testing.T) {
 
 func TestRegionHeapHugeRealloc(t *testing.T) {
 	r := newRegion(t, 12) // main chunk in slot 0, then 11 free slots
-	h := newHeap(t, zmm.WithStorage(r))
+	h := newHeap(t, layout(zmm.WithStorage(r))...)
 	base := r.Addr()
 
 	a := h.Alloc(3 * mib) // slots 1-2
@@ -287,7 +287,7 @@ func TestGCReleasesThroughTheStorage(t *testing.T) {
 		released += size
 		storage.DontNeed(addr, size)
 	}))
-	h := newHeap(t, zmm.WithStorage(r))
+	h := newHeap(t, layout(zmm.WithStorage(r))...)
 	p := h.Alloc(200 << 10)
 	fill(p, 200<<10, 5)
 	h.Free(p)
@@ -305,7 +305,7 @@ func TestHeapsShareARegion(t *testing.T) {
 	r := newRegion(t, 16)
 	var heaps []*zmm.Heap
 	for range 3 { // made first: each takes its main chunk
-		h, err := zmm.New(zmm.WithStorage(r))
+		h, err := zmm.New(layout(zmm.WithStorage(r))...)
 		require.NoError(t, err)
 		heaps = append(heaps, h)
 	}
@@ -372,8 +372,8 @@ func (s *hookStorage) Truncate(addr, oldSize, newSize uintptr) error {
 func TestShrunkHugeBlockSlotsGoToAnotherHeapAtOnce(t *testing.T) {
 	r := newRegion(t, 10)
 	hs := &hookStorage{Region: r}
-	a := newHeap(t, zmm.WithStorage(hs)) // slot 0
-	b := newHeap(t, zmm.WithStorage(r))  // slot 1
+	a := newHeap(t, layout(zmm.WithStorage(hs))...) // slot 0
+	b := newHeap(t, layout(zmm.WithStorage(r))...)  // slot 1
 	// Both heaps map their huge tables now, so that the hook below maps
 	// nothing from the OS while a is inside Realloc.
 	for _, h := range []*zmm.Heap{a, b} {

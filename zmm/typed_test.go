@@ -29,7 +29,7 @@ type nested struct {
 }
 
 func TestAllocOfAndFreeOf(t *testing.T) {
-	h := newHeap(t)
+	h := newHeap(t, layout()...)
 	p := zmm.AllocOf[point](h)
 	require.NotNil(t, p)
 	assert.Equal(t, point{}, *p, "zeroed")
