@@ -174,18 +174,8 @@ func (s *heapState) refill(bin uint32) unsafe.Pointer {
 			debugheader.Fill(ptr(p), size)
 		}
 	}
-	// The key and link offset live in locals: the stores below go through
-	// unsafe pointers, which the compiler must assume may alias s, so it
-	// would reload both fields for every slot.
-	key, off := s.key, s.linkOff
-	last := end - size
-	for p := first + size; p < last; p += size {
-		writeLink(p, p+size, key, off)
-	}
-	if last > first {
-		l := s.lists()
-		s.setLink(last, l[bin&31])
-		l[bin&31] = first + size
+	if end-first > size {
+		s.pushSlots(bin, first+size, end, size)
 	}
 	// The pages may be recycled (a run GC emptied, a cached chunk) and
 	// still hold an old free slot's link and check word: clear the check
@@ -200,22 +190,29 @@ func (s *heapState) refill(bin uint32) unsafe.Pointer {
 // free lists, for the slow paths that walk the lists and count on every
 // slot not handed out being on one.
 func (s *heapState) flushCarve() {
-	key, off := s.key, s.linkOff
-	l := s.lists()
-	for bin := range bins.NumBins {
-		first, left := s.carveNext[bin], s.carveLeft[bin]
-		if left == 0 {
-			continue
+	for bin := range uint32(bins.NumBins) {
+		if left := s.carveLeft[bin]; left != 0 {
+			first := s.carveNext[bin]
+			s.pushSlots(bin, first, first+left, uintptr(bins.Size[bin]))
+			s.carveNext[bin], s.carveLeft[bin] = 0, 0
 		}
-		size := uintptr(bins.Size[bin])
-		last := first + left - size
-		for p := first; p < last; p += size {
-			writeLink(p, p+size, key, off)
-		}
-		writeLink(last, l[bin], key, off)
-		l[bin] = first
-		s.carveNext[bin], s.carveLeft[bin] = 0, 0
 	}
+}
+
+// pushSlots threads the slots of size bytes from first up to end onto the
+// bin's free list, in address order, ahead of what the list held.
+func (s *heapState) pushSlots(bin uint32, first, end, size uintptr) {
+	// The key and link offset live in locals: the stores below go through
+	// unsafe pointers, which the compiler must assume may alias s, so it
+	// would reload both fields for every slot.
+	key, off := s.key, s.linkOff
+	last := end - size
+	for p := first; p < last; p += size {
+		writeLink(p, p+size, key, off)
+	}
+	l := s.lists()
+	writeLink(last, l[bin&31], key, off)
+	l[bin&31] = first
 }
 
 // allocBig serves sizes above the small bins: a page run, or a huge block.
