@@ -1,13 +1,9 @@
 package storage_test
 
 import (
-	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -16,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gozmm/zmm/chunk"
+	"github.com/gozmm/zmm/internal/childtest"
 	"github.com/gozmm/zmm/storage"
 )
 
@@ -203,26 +200,10 @@ func TestSharedChild(t *testing.T) {
 	copy(v.Bytes(replyOff, 64), fmt.Sprintf("child read %q, same address %v", msg, same))
 }
 
-// runChild runs the test binary again with TestSharedChild, through the
-// emulator when the kernel cannot exec it (qemu-user without binfmt_misc).
+// runChild runs TestSharedChild in a child process and returns its output.
 func runChild(t *testing.T, env string, files ...*os.File) []byte {
 	t.Helper()
-	args := []string{"-test.run=^TestSharedChild$", "-test.count=1", "-test.v"}
-	run := func(name string, args ...string) ([]byte, error) {
-		cmd := exec.Command(name, args...)
-		cmd.Env = append(os.Environ(), env)
-		cmd.ExtraFiles = files
-		return cmd.CombinedOutput()
-	}
-	out, err := run(os.Args[0], args...)
-	if errors.Is(err, syscall.ENOEXEC) {
-		emu, lerr := exec.LookPath("qemu-" + map[string]string{"arm64": "aarch64", "amd64": "x86_64"}[runtime.GOARCH])
-		if lerr != nil {
-			t.Skipf("the kernel cannot exec this %s test binary (%v: an emulator without binfmt_misc) and no qemu is on PATH to run the child with", runtime.GOARCH, err)
-		}
-		t.Logf("re-running the child under %s", emu)
-		out, err = run(emu, append([]string{"-p", strconv.Itoa(os.Getpagesize()), os.Args[0]}, args...)...)
-	}
+	out, err := childtest.Run(t, "TestSharedChild", []string{env}, files)
 	require.NoError(t, err, "child output:\n%s", out)
 	return out
 }

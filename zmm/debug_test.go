@@ -24,7 +24,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 	"unsafe"
@@ -35,6 +34,7 @@ import (
 	"github.com/gozmm/zmm/bins"
 	"github.com/gozmm/zmm/chunk"
 	"github.com/gozmm/zmm/debugheader"
+	"github.com/gozmm/zmm/internal/childtest"
 	"github.com/gozmm/zmm/zmm"
 	"github.com/gozmm/zmm/zmm/internal/wraptest"
 )
@@ -1177,23 +1177,7 @@ func TestGuardFaultChild(t *testing.T) {
 }
 
 func TestGuardPageFaults(t *testing.T) {
-	args := []string{"-test.run=^TestGuardFaultChild$", "-test.count=1", "-test.v"}
-	run := func(name string, args ...string) ([]byte, error) {
-		cmd := exec.Command(name, args...)
-		cmd.Env = append(os.Environ(), dbgGuardChildEnv+"=1", "GOTRACEBACK=single")
-		return cmd.CombinedOutput()
-	}
-	out, err := run(os.Args[0], args...)
-	if errors.Is(err, syscall.ENOEXEC) {
-		// Under qemu-user without binfmt_misc the test binary cannot exec
-		// itself: run it through the same emulator.
-		emu, lerr := exec.LookPath("qemu-" + map[string]string{"arm64": "aarch64", "amd64": "x86_64"}[runtime.GOARCH])
-		if lerr != nil {
-			t.Skipf("cannot re-exec the %s test binary (%v) and no emulator found", runtime.GOARCH, err)
-		}
-		t.Logf("re-running the child under %s", emu)
-		out, err = run(emu, append([]string{"-p", fmt.Sprint(os.Getpagesize()), os.Args[0]}, args...)...)
-	}
+	out, err := childtest.Run(t, "TestGuardFaultChild", []string{dbgGuardChildEnv + "=1", "GOTRACEBACK=single"}, nil)
 	var ee *exec.ExitError
 	require.ErrorAs(t, err, &ee, "the child must fail; output:\n%s", out)
 	assert.NotZero(t, ee.ExitCode())

@@ -5,13 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime"
-	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"unsafe"
 
@@ -19,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gozmm/zmm/chunk"
+	"github.com/gozmm/zmm/internal/childtest"
 	"github.com/gozmm/zmm/storage"
 	"github.com/gozmm/zmm/zmm"
 )
@@ -450,27 +447,11 @@ func TestSharedChild(t *testing.T) {
 	copy(s.Bytes(replyOff, replyLen), "reply to: "+strings.ToUpper(string(msg)))
 }
 
-// runSharedChild runs this test binary again with TestSharedChild; when
-// the kernel cannot exec it (qemu-user without binfmt_misc: ENOEXEC), it
-// runs it through the emulator with the same page size.
+// runSharedChild runs TestSharedChild in a child process and checks that
+// it passed.
 func runSharedChild(t *testing.T, env string, files []*os.File) {
 	t.Helper()
-	args := []string{"-test.run=^TestSharedChild$", "-test.count=1", "-test.v"}
-	run := func(name string, args ...string) ([]byte, error) {
-		cmd := exec.Command(name, args...)
-		cmd.Env = append(os.Environ(), sharedChildEnv+"="+env)
-		cmd.ExtraFiles = files
-		return cmd.CombinedOutput()
-	}
-	out, err := run(os.Args[0], args...)
-	if errors.Is(err, syscall.ENOEXEC) {
-		emu, lerr := exec.LookPath("qemu-" + map[string]string{"arm64": "aarch64", "amd64": "x86_64"}[runtime.GOARCH])
-		if lerr != nil {
-			t.Skipf("the kernel cannot exec this %s test binary (%v: an emulator without binfmt_misc) and no qemu is on PATH to run the child with", runtime.GOARCH, err)
-		}
-		t.Logf("re-running the child under %s", emu)
-		out, err = run(emu, append([]string{"-p", strconv.Itoa(os.Getpagesize()), os.Args[0]}, args...)...)
-	}
+	out, err := childtest.Run(t, "TestSharedChild", []string{sharedChildEnv + "=" + env}, files)
 	require.NoError(t, err, "child output:\n%s", out)
 	require.Contains(t, string(out), "--- PASS: TestSharedChild", "child output:\n%s", out)
 }
