@@ -82,9 +82,11 @@ func Zmm(h *zmm.Heap, t *trace.Trace, progress func(done, total int)) (Result, e
 }
 
 // zblock is a slot of the live table: the block is live when gen is the
-// current request's generation, so that a request end clears nothing.
+// current request's generation, so that a request end clears nothing. The
+// address is a uintptr: zmm's blocks are not Go memory, and a uintptr field
+// is stored without the write barrier an unsafe.Pointer field would need.
 type zblock struct {
-	p    unsafe.Pointer
+	p    uintptr
 	size uint64
 	gen  uint32
 }
@@ -128,64 +130,92 @@ type zmmRun struct {
 	liveIDs  []int32 // for FreeAtEnd: the slots allocated in this request
 	gen      uint32
 	i        int // the record being replayed
+	ended    int // the request ends replayed
 	bad      error
 	hookTime time.Duration
 	res      Result
 }
 
 func (z *zmmRun) loop() {
-	h, recs, live, hooks := z.h, z.recs, z.live, &z.hooks
-	request := 0
-	for ; z.i < len(recs); z.i++ {
-		i := z.i
-		r := &recs[i]
-		if hooks.Progress != nil && i%progressEvery == 0 && i > 0 {
-			hooks.Progress(i, len(recs))
-		}
-		if r.Op == trace.OpRequestEnd {
-			request++
-			z.requestEnd(request, i == len(recs)-1)
-			continue
-		}
-		k, ok := z.ix.Slot(i, r.ID)
-		if !ok {
-			z.bad = fmt.Errorf("replay: record %d (%v): id out of range", i, *r)
+	// The records go in segments that end where the progress hook is due,
+	// so that the loop over a segment has no hook test.
+	n := len(z.recs)
+	for z.i < n {
+		end := min(n, (z.i/progressEvery+1)*progressEvery)
+		if !z.segment(end) || end == n {
 			return
 		}
-		b := &live[k]
+		if z.hooks.Progress != nil {
+			z.hooks.Progress(end, n)
+		}
+	}
+}
+
+// segment replays records z.i up to end. It reports false when it stopped
+// at a bad record (z.bad). It is written for the code the compiler makes:
+// the state it needs after a call into zmm is in few locals (Go keeps no
+// register across a call), the live table is indexed once per record, and
+// z.i is kept current so that a panic names its record.
+func (z *zmmRun) segment(end int) bool {
+	for ; z.i < end; z.i++ {
+		r := &z.recs[z.i]
+		if r.Op == trace.OpRequestEnd {
+			z.ended++
+			z.requestEnd(z.ended, z.i == len(z.recs)-1)
+			continue
+		}
+		k, ok := z.ix.Slot(z.i, r.ID)
+		if !ok {
+			return z.stop(r, "id out of range")
+		}
+		b := &z.live[k]
 		switch r.Op {
 		case trace.OpAlloc:
 			if b.gen == z.gen {
-				z.bad = fmt.Errorf("replay: record %d (%v): id %d is already live", i, *r, r.ID)
-				return
+				return z.stop(r, "is already live")
 			}
-			b.p, b.size, b.gen = h.Alloc(uintptr(r.Size)), r.Size, z.gen
-			mark(b.p, r.Size, r.ID)
-			if hooks.FreeAtEnd {
+			p := uintptr(z.h.Alloc(uintptr(r.Size)))
+			b.p, b.size, b.gen = p, r.Size, z.gen
+			mark(p, r.Size, r.ID)
+			if z.hooks.FreeAtEnd {
 				z.liveIDs = append(z.liveIDs, k)
 			}
 		case trace.OpFree:
 			if b.gen != z.gen {
-				z.bad = fmt.Errorf("replay: record %d (%v): id %d is not live", i, *r, r.ID)
-				return
+				return z.stop(r, "is not live")
 			}
-			if b.size >= 8 && *(*uint64)(b.p) != Stamp(r.ID, b.size) {
+			if b.size >= 8 && *(*uint64)(addr(b.p)) != Stamp(r.ID, b.size) {
 				z.res.Mismatches++
 			}
-			h.Free(b.p)
+			z.h.Free(addr(b.p))
 			b.gen = 0
 		case trace.OpRealloc:
 			if b.gen != z.gen {
-				z.bad = fmt.Errorf("replay: record %d (%v): id %d is not live", i, *r, r.ID)
-				return
+				return z.stop(r, "is not live")
 			}
-			b.p, b.size = h.Realloc(b.p, uintptr(r.Size)), r.Size
-			mark(b.p, r.Size, r.ID)
+			p := uintptr(z.h.Realloc(addr(b.p), uintptr(r.Size)))
+			b.p, b.size = p, r.Size
+			mark(p, r.Size, r.ID)
 		default:
-			z.bad = fmt.Errorf("replay: record %d: unknown op %d", i, uint8(r.Op))
-			return
+			return z.stop(r, "unknown op")
 		}
 	}
+	return true
+}
+
+// stop records why the replay stopped at record z.i and returns false.
+//
+//go:noinline
+func (z *zmmRun) stop(r *trace.Record, why string) bool {
+	switch why {
+	case "unknown op":
+		z.bad = fmt.Errorf("replay: record %d: unknown op %d", z.i, uint8(r.Op))
+	case "id out of range":
+		z.bad = fmt.Errorf("replay: record %d (%v): id out of range", z.i, *r)
+	default:
+		z.bad = fmt.Errorf("replay: record %d (%v): id %d %s", z.i, *r, r.ID, why)
+	}
+	return false
 }
 
 // requestEnd reads the peaks, calls the hook, and releases the request's
@@ -202,10 +232,10 @@ func (z *zmmRun) requestEnd(request int, last bool) {
 	if z.hooks.FreeAtEnd {
 		for _, k := range z.liveIDs {
 			if b := &z.live[k]; b.gen == z.gen {
-				if b.size >= 8 && *(*uint64)(b.p) != Stamp(z.ix.IDOf(k), b.size) {
+				if b.size >= 8 && *(*uint64)(addr(b.p)) != Stamp(z.ix.IDOf(k), b.size) {
 					z.res.Mismatches++
 				}
-				h.Free(b.p)
+				h.Free(addr(b.p))
 				b.gen = 0
 			}
 		}
@@ -221,14 +251,18 @@ func (z *zmmRun) requestEnd(request int, last bool) {
 // In a block of exactly 8 bytes the last byte is the id's top byte, so
 // the first 8 bytes then hold Stamp(id, 8), not the id: that is what free
 // checks for.
-func mark(p unsafe.Pointer, size uint64, id uint32) {
+func mark(p uintptr, size uint64, id uint32) {
 	if size >= 8 {
-		*(*uint64)(p) = uint64(id)
+		*(*uint64)(addr(p)) = uint64(id)
 	}
 	if size > 0 {
-		*(*byte)(unsafe.Add(p, size-1)) = 0xAB
+		*(*byte)(addr(p + uintptr(size) - 1)) = 0xAB
 	}
 }
+
+// addr turns a block address back into a pointer (unsafe.Add keeps go vet
+// content: the memory is zmm's, not Go's, so the conversion is sound).
+func addr(p uintptr) unsafe.Pointer { return unsafe.Add(nil, p) }
 
 // Stamp is what a replayer writes into the first 8 bytes of block id of
 // size bytes (and checks at free): the id, with the 0xAB of the last byte

@@ -255,3 +255,46 @@ func benchTrace() *trace.Trace {
 	}
 	return &trace.Trace{Records: recs}
 }
+
+// TestProgressAcrossSegments replays a trace longer than two progress
+// intervals: the hook comes at each interval and at the end, the request
+// ends inside every segment are counted, and an error in a later segment
+// and a panic from zmm both name their record.
+func TestProgressAcrossSegments(t *testing.T) {
+	const n = 2*progressEvery + 100
+	recs := make([]trace.Record, 0, n)
+	for len(recs) < n-4 {
+		recs = append(recs, alloc(0, 48), alloc(1, 5000), free(0), free(1))
+		if len(recs)%1000 == 0 {
+			recs = append(recs, alloc(2, 24), end) // 2 is released by the end
+		}
+	}
+	for len(recs) < n {
+		recs = append(recs, end)
+	}
+	tr := &trace.Trace{Records: recs}
+	var calls [][2]int
+	ends := 0
+	res, err := ZmmHooks(newHeap(t), tr, Hooks{
+		Progress:     func(done, total int) { calls = append(calls, [2]int{done, total}) },
+		AtRequestEnd: func(int, bool) { ends++ },
+	})
+	require.NoError(t, err)
+	assert.Equal(t, [][2]int{{progressEvery, n}, {2 * progressEvery, n}, {n, n}}, calls)
+	assert.Equal(t, CountRequests(recs), ends)
+	assert.Equal(t, ends, res.Requests)
+	assert.Equal(t, n, res.Ops)
+
+	// A bad record after the first segment.
+	bad := 2*progressEvery + 7
+	recs[bad] = free(7)
+	_, err = Zmm(newHeap(t), tr, nil)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "replay: record 32775 (free id=7): id 7 is not live")
+
+	// A panic from zmm (a memory limit) in a later segment.
+	recs[bad] = alloc(7, 8<<20)
+	_, err = Zmm(newHeap(t, zmm.WithLimit(4<<20)), tr, nil)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "replay: record 32775 (alloc id=7 size=8388608): Allowed memory size")
+}
