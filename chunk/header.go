@@ -74,8 +74,14 @@ type Header struct {
 	Next, Prev uintptr
 	// FreePages counts the free pages (Pages-FirstPage when empty).
 	FreePages uint32
-	_         uint32
-	_         [3]uint64
+	// FreeTail is a page from which every page to the end of the chunk is
+	// free (the Zend MM's free_tail): a gap that starts there needs no
+	// scan for its end. Taking pages raises it past them; freeing the
+	// pages just below it lowers it; FindRun lowers it to the true start
+	// of the trailing gap when it has scanned that far. It is never below
+	// a page in use, and may be above the start of the trailing gap.
+	FreeTail uint32
+	_        [3]uint64
 	// FreeMap has one bit per page, set when the page is in use.
 	FreeMap [Pages / 64]uint64
 	// Map has one entry per page; see MapFree and the other Map constants.
@@ -112,6 +118,7 @@ func (c *Header) Init(heap uintptr, heapID, num uint32) {
 	c.Num = num
 	c.Next, c.Prev = 0, 0
 	c.FreePages = Pages - FirstPage
+	c.FreeTail = FirstPage
 	c.FreeMap = [Pages / 64]uint64{}
 	c.Map = [Pages]uint32{}
 	c.FreeMap[0] = 1
@@ -140,6 +147,9 @@ func (c *Header) FindRun(n uint32) (start uint32, ok bool) {
 		} else if l > n && l < bestLen {
 			best, bestLen = s, l
 		}
+		if e == Pages && s < c.FreeTail {
+			c.FreeTail = s // the trailing gap, scanned: its true start
+		}
 		i = e
 	}
 	return best, bestLen <= Pages
@@ -148,6 +158,12 @@ func (c *Header) FindRun(n uint32) (start uint32, ok bool) {
 // nextGap returns the free gap [start, end) that begins at or after page i;
 // start is Pages when there is none.
 func (c *Header) nextGap(i uint32) (start, end uint32) {
+	if i >= c.FreeTail {
+		if i >= Pages {
+			return Pages, Pages
+		}
+		return i, Pages
+	}
 	w := i >> 6
 	// Bits below i count as used.
 	word := c.FreeMap[w&7] | (uint64(1)<<(i&63) - 1)
@@ -159,6 +175,9 @@ func (c *Header) nextGap(i uint32) (start, end uint32) {
 		word = c.FreeMap[w&7]
 	}
 	start = w<<6 + uint32(bits.TrailingZeros64(^word))
+	if start >= c.FreeTail {
+		return start, Pages
+	}
 	// Bits below start are known free or before i: look for the next used page.
 	word = c.FreeMap[w&7] &^ (uint64(1)<<(start&63) - 1)
 	for word == 0 {
@@ -175,12 +194,14 @@ func (c *Header) nextGap(i uint32) (start, end uint32) {
 func (c *Header) Take(start, n uint32) {
 	c.setBits(start, n)
 	c.FreePages -= n
+	c.FreeTail = max(c.FreeTail, start+n)
 }
 
 // Release marks pages [start, start+n) free and clears their map entries.
 func (c *Header) Release(start, n uint32) {
 	c.clearBits(start, n)
 	c.FreePages += n
+	c.lowerTail(start, n)
 	clear(c.Map[start : start+n])
 }
 
@@ -190,7 +211,16 @@ func (c *Header) Release(start, n uint32) {
 func (c *Header) ReleaseLarge(start, n uint32) {
 	c.clearBits(start, n)
 	c.FreePages += n
+	c.lowerTail(start, n)
 	c.Map[start] = MapFree
+}
+
+// lowerTail moves FreeTail down over freed pages [start, start+n) that end
+// where the trailing gap begins.
+func (c *Header) lowerTail(start, n uint32) {
+	if start+n == c.FreeTail {
+		c.FreeTail = start
+	}
 }
 
 // SetLargeRun writes the map entry of a large run of n pages at start: its

@@ -1,6 +1,7 @@
 package chunk_test
 
 import (
+	"math/rand/v2"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -128,4 +129,78 @@ func TestFullChunkHasNoRun(t *testing.T) {
 	_, ok := c.FindRun(1)
 	assert.False(t, ok)
 	assert.Zero(t, c.FreePages)
+}
+
+// naiveFindRun is FindRun's contract written the slow way: the lowest exact
+// fit, else the lowest of the smallest gaps that hold n pages.
+func naiveFindRun(c *chunk.Header, n uint32) (uint32, bool) {
+	best, bestLen := uint32(0), uint32(chunk.Pages+1)
+	for s := uint32(0); s < chunk.Pages; {
+		if c.Used(s) {
+			s++
+			continue
+		}
+		e := s
+		for e < chunk.Pages && !c.Used(e) {
+			e++
+		}
+		if l := e - s; l == n {
+			return s, true
+		} else if l > n && l < bestLen {
+			best, bestLen = s, l
+		}
+		s = e
+	}
+	return best, bestLen <= chunk.Pages
+}
+
+// TestFindRunMatchesTheNaiveSearch takes and frees runs at random (large
+// runs, freed whole or in part, and small runs) and checks after every step
+// that FindRun agrees with the naive search for several lengths, and that
+// no page from FreeTail on is in use: the free-tail hint never lies.
+func TestFindRunMatchesTheNaiveSearch(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	c := header(t)
+	type run struct{ start, n uint32 }
+	var runs []run
+	for step := 0; step < 20000; step++ {
+		if len(runs) > 0 && (r.IntN(2) == 0 || c.FreePages < 8) {
+			i := r.IntN(len(runs))
+			rn := runs[i]
+			switch {
+			case rn.n > 1 && r.IntN(3) == 0: // shrink in place: free the tail part
+				k := 1 + r.Uint32N(rn.n-1)
+				c.ReleaseLarge(rn.start+rn.n-k, k)
+				runs[i].n -= k
+			case r.IntN(2) == 0:
+				c.ReleaseLarge(rn.start, rn.n)
+				runs = append(runs[:i], runs[i+1:]...)
+			default:
+				c.Release(rn.start, rn.n)
+				runs = append(runs[:i], runs[i+1:]...)
+			}
+		} else {
+			n := 1 + r.Uint32N(8)
+			if r.IntN(4) == 0 {
+				n = 1 + r.Uint32N(64)
+			}
+			want, wantOK := naiveFindRun(c, n)
+			got, ok := c.FindRun(n)
+			require.Equal(t, wantOK, ok, "step %d, n=%d", step, n)
+			if ok {
+				require.Equal(t, want, got, "step %d, n=%d", step, n)
+				c.Take(got, n)
+				runs = append(runs, run{got, n})
+			}
+		}
+		for _, n := range []uint32{1, 3, 17} {
+			want, wantOK := naiveFindRun(c, n)
+			got, ok := c.FindRun(n)
+			require.Equal(t, wantOK, ok, "step %d, n=%d", step, n)
+			require.Equal(t, want, got, "step %d, n=%d", step, n)
+		}
+		require.LessOrEqual(t, c.FreeTail, uint32(chunk.Pages))
+		require.True(t, c.FreeTail == chunk.Pages || c.RangeFree(c.FreeTail, chunk.Pages-c.FreeTail),
+			"step %d: a page at or above FreeTail %d is in use", step, c.FreeTail)
+	}
 }
