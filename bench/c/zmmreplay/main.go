@@ -10,7 +10,8 @@
 //
 // With -table it reads JSON lines written by run.sh (zmmreplay and the C
 // binaries) and prints a Markdown table: for each trace and allocator the
-// median ns/op and peak RSS over the runs, and their ratios to the Zend MM.
+// median ns/op and peak RSS over the runs, and their ratios to the Zend MM,
+// and the median of ns/op over the Zend MM's in the same repetition.
 package main
 
 import (
@@ -273,15 +274,59 @@ func median(xs []float64) float64 {
 type row struct {
 	trace, alloc    string
 	runs            int
-	ns, rss, growth float64 // medians
-	mismatches      int     // the most of any run
+	ns, rss, growth float64   // medians
+	paired          []float64 // ns/op over the Zend MM's in the same repetition
+	mismatches      int       // the most of any run
+}
+
+// quantile returns the q-quantile of sorted xs, interpolating linearly.
+func quantile(sorted []float64, q float64) float64 {
+	if len(sorted) == 0 {
+		return 0
+	}
+	pos := q * float64(len(sorted)-1)
+	i := int(pos)
+	if i+1 >= len(sorted) {
+		return sorted[len(sorted)-1]
+	}
+	return sorted[i] + (pos-float64(i))*(sorted[i+1]-sorted[i])
+}
+
+// pairedCell prints the median of the paired ratios and, from four pairs
+// on, their interquartile range.
+func pairedCell(ratios []float64) string {
+	if len(ratios) == 0 {
+		return "–"
+	}
+	s := slices.Clone(ratios)
+	slices.Sort(s)
+	if len(s) < 4 {
+		return fmt.Sprintf("%.2f", quantile(s, 0.5))
+	}
+	return fmt.Sprintf("%.2f (%.2f–%.2f)", quantile(s, 0.5), quantile(s, 0.25), quantile(s, 0.75))
 }
 
 // Table summarizes results: per trace and allocator the medians over the
 // runs of ns/op, peak RSS and RSS growth (peak − base), each with its ratio
 // to the Zend MM's median on the same trace.
+//
+// The paired column divides each run's ns/op by that of the Zend MM's run
+// of the same repetition (run.sh runs the allocators in turn inside a
+// repetition, so the two saw the same state of the machine) and gives the
+// median of those ratios with their interquartile range: on a noisy
+// machine it moves less than the ratio of medians.
 func Table(rs []Result) string {
 	type key struct{ trace, alloc string }
+	type repKey struct {
+		trace string
+		rep   int
+	}
+	zendRep := map[repKey]float64{}
+	for _, r := range rs {
+		if r.Allocator == "zend" && r.Rep > 0 && r.NsPerOp > 0 {
+			zendRep[repKey{r.Trace, r.Rep}] = r.NsPerOp
+		}
+	}
 	groups := map[key][]Result{}
 	var keys []key
 	for _, r := range rs {
@@ -304,23 +349,26 @@ func Table(rs []Result) string {
 	zend := map[string]row{}
 	for _, k := range keys {
 		g := groups[k]
-		var ns, rss, growth []float64
+		var ns, rss, growth, paired []float64
 		mism := 0
 		for _, r := range g {
+			if z, ok := zendRep[repKey{r.Trace, r.Rep}]; ok && r.Rep > 0 {
+				paired = append(paired, r.NsPerOp/z)
+			}
 			ns = append(ns, r.NsPerOp)
 			rss = append(rss, float64(r.PeakRSS))
 			growth = append(growth, float64(r.PeakRSS)-float64(r.BaseRSS))
 			mism = max(mism, r.Mismatches)
 		}
-		rw := row{trace: k.trace, alloc: k.alloc, runs: len(g), ns: median(ns), rss: median(rss), growth: median(growth), mismatches: mism}
+		rw := row{trace: k.trace, alloc: k.alloc, runs: len(g), ns: median(ns), rss: median(rss), growth: median(growth), paired: paired, mismatches: mism}
 		rows = append(rows, rw)
 		if k.alloc == "zend" {
 			zend[k.trace] = rw
 		}
 	}
 	var b strings.Builder
-	b.WriteString("| trace | allocator | ns/op | ×Zend | peak RSS | ×Zend | RSS growth | ×Zend | mismatches | runs |\n")
-	b.WriteString("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	b.WriteString("| trace | allocator | ns/op | ×Zend | paired ×Zend (IQR) | peak RSS | ×Zend | RSS growth | ×Zend | mismatches | runs |\n")
+	b.WriteString("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, r := range rows {
 		z, ok := zend[r.trace]
 		ratio := func(x, y float64) string {
@@ -329,8 +377,8 @@ func Table(rs []Result) string {
 			}
 			return fmt.Sprintf("%.2f", x/y)
 		}
-		fmt.Fprintf(&b, "| %s | %s | %.1f | %s | %s | %s | %s | %s | %d | %d |\n",
-			r.trace, r.alloc, r.ns, ratio(r.ns, z.ns), mib(r.rss), ratio(r.rss, z.rss),
+		fmt.Fprintf(&b, "| %s | %s | %.1f | %s | %s | %s | %s | %s | %s | %d | %d |\n",
+			r.trace, r.alloc, r.ns, ratio(r.ns, z.ns), pairedCell(r.paired), mib(r.rss), ratio(r.rss, z.rss),
 			mib(r.growth), ratio(r.growth, z.growth), r.mismatches, r.runs)
 	}
 	return b.String()

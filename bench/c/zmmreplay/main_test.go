@@ -46,18 +46,32 @@ func TestBadTrace(t *testing.T) {
 func TestTable(t *testing.T) {
 	rs := []Result{
 		{Allocator: "glibc", Trace: "t", NsPerOp: 30, PeakRSS: 4 << 20, BaseRSS: 2 << 20},
-		{Allocator: "zend", Trace: "t", NsPerOp: 10, PeakRSS: 8 << 20, BaseRSS: 6 << 20},
-		{Allocator: "zend", Trace: "t", NsPerOp: 20, PeakRSS: 8 << 20, BaseRSS: 6 << 20},
-		{Allocator: "zend", Trace: "t", NsPerOp: 90, PeakRSS: 8 << 20, BaseRSS: 6 << 20},
-		{Allocator: "zmm", Trace: "t", NsPerOp: 10, PeakRSS: 4 << 20, BaseRSS: 3 << 20, Mismatches: 1},
-		{Allocator: "zmm", Trace: "u", NsPerOp: 10, PeakRSS: 4 << 20, BaseRSS: 3 << 20},
+		{Allocator: "zend", Trace: "t", NsPerOp: 10, PeakRSS: 8 << 20, BaseRSS: 6 << 20, Rep: 1},
+		{Allocator: "zend", Trace: "t", NsPerOp: 20, PeakRSS: 8 << 20, BaseRSS: 6 << 20, Rep: 2},
+		{Allocator: "zend", Trace: "t", NsPerOp: 90, PeakRSS: 8 << 20, BaseRSS: 6 << 20, Rep: 3},
+		{Allocator: "zmm", Trace: "t", NsPerOp: 10, PeakRSS: 4 << 20, BaseRSS: 3 << 20, Mismatches: 1, Rep: 3},
+		{Allocator: "zmm", Trace: "u", NsPerOp: 10, PeakRSS: 4 << 20, BaseRSS: 3 << 20, Rep: 1},
+		// Paired ratios 1.2, 1.1, 0.9, 1.5, 1.0: median 1.10, quartiles 1.00 and 1.20,
+		// where the ratio of the medians (9 / 10) says 0.90.
+		{Allocator: "zend", Trace: "v", NsPerOp: 10, Rep: 1},
+		{Allocator: "zend", Trace: "v", NsPerOp: 20, Rep: 2},
+		{Allocator: "zend", Trace: "v", NsPerOp: 10, Rep: 3},
+		{Allocator: "zend", Trace: "v", NsPerOp: 4, Rep: 4},
+		{Allocator: "zend", Trace: "v", NsPerOp: 5, Rep: 5},
+		{Allocator: "zmm", Trace: "v", NsPerOp: 12, Rep: 1},
+		{Allocator: "zmm", Trace: "v", NsPerOp: 22, Rep: 2},
+		{Allocator: "zmm", Trace: "v", NsPerOp: 9, Rep: 3},
+		{Allocator: "zmm", Trace: "v", NsPerOp: 6, Rep: 4},
+		{Allocator: "zmm", Trace: "v", NsPerOp: 5, Rep: 5},
 	}
 	got := Table(rs)
 	want := []string{
-		"| t | zmm | 10.0 | 0.50 | 4.0 MiB | 0.50 | 1.0 MiB | 0.50 | 1 | 1 |",
-		"| t | zend | 20.0 | 1.00 | 8.0 MiB | 1.00 | 2.0 MiB | 1.00 | 0 | 3 |",
-		"| t | glibc | 30.0 | 1.50 | 4.0 MiB | 0.50 | 2.0 MiB | 1.00 | 0 | 1 |",
-		"| u | zmm | 10.0 | – | 4.0 MiB | – | 1.0 MiB | – | 0 | 1 |",
+		"| t | zmm | 10.0 | 0.50 | 0.11 | 4.0 MiB | 0.50 | 1.0 MiB | 0.50 | 1 | 1 |",
+		"| t | zend | 20.0 | 1.00 | 1.00 | 8.0 MiB | 1.00 | 2.0 MiB | 1.00 | 0 | 3 |",
+		"| t | glibc | 30.0 | 1.50 | – | 4.0 MiB | 0.50 | 2.0 MiB | 1.00 | 0 | 1 |",
+		"| u | zmm | 10.0 | – | – | 4.0 MiB | – | 1.0 MiB | – | 0 | 1 |",
+		"| v | zmm | 9.0 | 0.90 | 1.10 (1.00–1.20) | 0.0 MiB | – | 0.0 MiB | – | 0 | 5 |",
+		"| v | zend | 10.0 | 1.00 | 1.00 (1.00–1.00) | 0.0 MiB | – | 0.0 MiB | – | 0 | 5 |",
 	}
 	lines := strings.Split(strings.TrimSpace(got), "\n")
 	if len(lines) != 2+len(want) {
