@@ -48,6 +48,27 @@ func (h *Heap) Free(p unsafe.Pointer) {
 	h.freeSlow(slot)
 }
 
+// handedOut is Free's fast-path test as a function, for Realloc: it
+// reports whether slot is a handed-out block of a small bin of this heap
+// (in a chunk of the own set, at the exact start of an element, not in the
+// run's unused tail nor in its bin's uncarved rest, and without a valid
+// check word), and its bin. Free spells the same test out inline: at a
+// cost of 189 this function is beyond Go's inlining budget of 80, and a
+// call would cost Free more than the test itself. Keep the two in step;
+// TestBadPointersAreReported runs every bad pointer through both.
+func (s *heapState) handedOut(slot uintptr) (bin uint32, ok bool) {
+	off := slot & (chunk.Size - 1)
+	if s.own[ownSlot(slot)] != slot-off|1 {
+		return 0, false
+	}
+	e := hdr(slot - off).Map[off>>chunk.PageShift&(chunk.Pages-1)]
+	bin = chunk.EntryBin(e) & 31
+	within := uint32(off&(chunk.PageSize-1)) + chunk.EntryIndex(e)<<chunk.PageShift
+	idx, exact := bins.ElementIndex(bin, within)
+	return bin, e&chunk.MapKindMask == chunk.MapSmall && exact && idx < bins.Elements[bin] &&
+		!s.uncarved(bin, slot) && *(*uintptr)(ptr(slot + 8)) != *(*uintptr)(ptr(slot))^s.key^slot
+}
+
 //go:noinline
 func (h *Heap) freeSlow(addr uintptr) {
 	if addr == 0 {

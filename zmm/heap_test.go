@@ -574,6 +574,9 @@ func TestBadPointersAreReported(t *testing.T) {
 		// the run is threaded onto the free list a batch at a time.
 		{"small slot never handed out, threaded", unsafe.Add(small, 5*48), zmm.ErrDoubleFree},
 		{"small slot never handed out, not yet threaded", unsafe.Add(small, 80*48), zmm.ErrDoubleFree},
+		// The 48-byte run is one page of 85 slots and a 16-byte tail,
+		// whose start is where an 86th slot would be.
+		{"unused tail of a run", unsafe.Add(small, bins.Elements[bins.Bin(48)]*48), zmm.ErrInvalidPointer},
 		{"freed large block", freedLarge, zmm.ErrDoubleFree},
 		{"freed huge block", freedHuge, zmm.ErrDoubleFree},
 		{"freed cached huge block", cachedHuge, zmm.ErrDoubleFree},
