@@ -85,10 +85,13 @@ func Zmm(h *zmm.Heap, t *trace.Trace, progress func(done, total int)) (Result, e
 // current request's generation, so that a request end clears nothing. The
 // address is a uintptr: zmm's blocks are not Go memory, and a uintptr field
 // is stored without the write barrier an unsafe.Pointer field would need.
+// The id is kept with the block (it fills what would be padding) so that
+// marking a block after a call into zmm needs nothing but the slot.
 type zblock struct {
 	p    uintptr
 	size uint64
 	gen  uint32
+	id   uint32
 }
 
 // ZmmHooks is Zmm with hooks.
@@ -153,53 +156,68 @@ func (z *zmmRun) loop() {
 
 // segment replays records z.i up to end. It reports false when it stopped
 // at a bad record (z.bad). It is written for the code the compiler makes:
-// the state it needs after a call into zmm is in few locals (Go keeps no
-// register across a call), the live table is indexed once per record, and
-// z.i is kept current so that a panic names its record.
+// Go keeps no register across a call, so every value still needed after a
+// call into zmm is spilled before it and loaded again after it. The slot
+// is therefore filled before the call (its size, id and generation, and
+// for a free its cleared generation), and after the call only the slot
+// itself is needed, to store the address and mark the block. The tables
+// are resliced to what the segment reads, so that indexing them needs no
+// bounds check, and z.i is kept current so that a panic names its record.
 func (z *zmmRun) segment(end int) bool {
-	for ; z.i < end; z.i++ {
-		r := &z.recs[z.i]
+	recs := z.recs[:end]
+	remap := z.ix.remap
+	if remap != nil {
+		remap = remap[:end]
+	}
+	live := z.live
+	for i := uint(z.i); i < uint(len(recs)); i++ {
+		z.i = int(i)
+		r := &recs[i]
 		if r.Op == trace.OpRequestEnd {
 			z.ended++
-			z.requestEnd(z.ended, z.i == len(z.recs)-1)
+			z.requestEnd(z.ended, int(i) == len(z.recs)-1)
 			continue
 		}
-		k, ok := z.ix.Slot(z.i, r.ID)
-		if !ok {
+		k := int(r.ID)
+		if remap != nil {
+			k = int(remap[i])
+		}
+		if uint(k) >= uint(len(live)) {
 			return z.stop(r, "id out of range")
 		}
-		b := &z.live[k]
+		b := &live[k]
 		switch r.Op {
 		case trace.OpAlloc:
 			if b.gen == z.gen {
 				return z.stop(r, "is already live")
 			}
-			p := uintptr(z.h.Alloc(uintptr(r.Size)))
-			b.p, b.size, b.gen = p, r.Size, z.gen
-			mark(p, r.Size, r.ID)
+			b.size, b.id, b.gen = r.Size, r.ID, z.gen
 			if z.hooks.FreeAtEnd {
-				z.liveIDs = append(z.liveIDs, k)
+				z.liveIDs = append(z.liveIDs, int32(k))
 			}
+			b.p = uintptr(z.h.Alloc(uintptr(b.size)))
+			mark(b.p, b.size, b.id)
 		case trace.OpFree:
 			if b.gen != z.gen {
 				return z.stop(r, "is not live")
 			}
-			if b.size >= 8 && *(*uint64)(addr(b.p)) != Stamp(r.ID, b.size) {
+			if b.size >= 8 && *(*uint64)(addr(b.p)) != Stamp(b.id, b.size) {
 				z.res.Mismatches++
 			}
-			z.h.Free(addr(b.p))
 			b.gen = 0
+			z.h.Free(addr(b.p))
 		case trace.OpRealloc:
 			if b.gen != z.gen {
 				return z.stop(r, "is not live")
 			}
-			p := uintptr(z.h.Realloc(addr(b.p), uintptr(r.Size)))
-			b.p, b.size = p, r.Size
-			mark(p, r.Size, r.ID)
+			b.size = r.Size
+			b.p = uintptr(z.h.Realloc(addr(b.p), uintptr(b.size)))
+			mark(b.p, b.size, b.id)
 		default:
 			return z.stop(r, "unknown op")
 		}
 	}
+	z.i = end
 	return true
 }
 
@@ -232,7 +250,7 @@ func (z *zmmRun) requestEnd(request int, last bool) {
 	if z.hooks.FreeAtEnd {
 		for _, k := range z.liveIDs {
 			if b := &z.live[k]; b.gen == z.gen {
-				if b.size >= 8 && *(*uint64)(addr(b.p)) != Stamp(z.ix.IDOf(k), b.size) {
+				if b.size >= 8 && *(*uint64)(addr(b.p)) != Stamp(b.id, b.size) {
 					z.res.Mismatches++
 				}
 				h.Free(addr(b.p))
