@@ -56,12 +56,15 @@ func (s *heapState) lists() *[32]uintptr {
 //
 // The small-block fast path below is the whole of zend_mm_alloc_small: it
 // calls nothing (every helper is inlined) and touches the heap state and
-// the slot's first cache line only.
+// the slot's first cache line only. It is nosplit: its frame is small and
+// every call it makes is to a function that checks the stack itself.
+//
+//go:nosplit
 func (h *Heap) Alloc(size uintptr) unsafe.Pointer {
-	s := h.st
 	if size > bins.MaxSize {
 		return h.allocBig(size)
 	}
+	s := h.st
 	bin := smallBin(size) & 31
 	slot := s.free[bin]
 	if slot == 0 {

@@ -16,6 +16,10 @@ import (
 // ErrWrongHeap or ErrDoubleFree); the heap is left untouched. The pointer
 // is checked against the process-wide frame table before any chunk header
 // is read, so a bad pointer never faults.
+//
+// Free is nosplit for the same reason as Alloc.
+//
+//go:nosplit
 func (h *Heap) Free(p unsafe.Pointer) {
 	// The pointer becomes an integer at once and stays one inside zmm: a
 	// bad value (below 4096, say) held in a pointer variable makes the Go
@@ -28,7 +32,7 @@ func (h *Heap) Free(p unsafe.Pointer) {
 	// in its bin's uncarved rest) and not already free. A chunk's base
 	// itself has off 0 and map entry 0 is the header's, so it falls
 	// through to the slow path.
-	if s.own[ownSlot(slot)] == slot-off|1 {
+	if s.own[ownSlot(slot)] == slot-off {
 		e := hdr(slot - off).Map[off>>chunk.PageShift&(chunk.Pages-1)]
 		bin := chunk.EntryBin(e) & 31
 		within := uint32(off&(chunk.PageSize-1)) + chunk.EntryIndex(e)<<chunk.PageShift
@@ -58,7 +62,7 @@ func (h *Heap) Free(p unsafe.Pointer) {
 // TestBadPointersAreReported runs every bad pointer through both.
 func (s *heapState) handedOut(slot uintptr) (bin uint32, ok bool) {
 	off := slot & (chunk.Size - 1)
-	if s.own[ownSlot(slot)] != slot-off|1 {
+	if s.own[ownSlot(slot)] != slot-off {
 		return 0, false
 	}
 	e := hdr(slot - off).Map[off>>chunk.PageShift&(chunk.Pages-1)]

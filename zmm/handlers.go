@@ -58,7 +58,7 @@ func (h *Heap) SetHandlers(hs Handlers) {
 		// lists and the own set empties, so Alloc and Free always miss.
 		s.flushCarve()
 		s.dfree, s.free = s.free, [32]uintptr{}
-		s.own = [64]uintptr{}
+		s.clearOwn()
 	}
 	s.special |= specialHooked
 	h.hooks = &hookState{Handlers: hs}

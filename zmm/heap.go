@@ -54,7 +54,8 @@ type heapState struct {
 	// masked bin index needs no bounds check).
 	free [32]uintptr
 	// own is a direct-mapped set of this heap's live chunks, indexed by
-	// frame number mod 64, holding chunk base|1 (0 is an empty slot). A
+	// frame number mod 64, holding the chunk's base, or ownEmpty, which no
+	// base equals (0 would match every pointer below 2 MiB). A
 	// pointer whose chunk is in the set is in a live chunk of this heap, so
 	// Free's fast path may read that chunk's header without consulting the
 	// process-wide frame table. A live chunk may be missing (two chunks
@@ -128,7 +129,11 @@ var lastHeapID atomic.Uint32
 // closedState stands in for the state of a closed heap: its free lists are
 // empty and no frame matches it, so every call reaches a slow path, which
 // reports ErrClosed.
-var closedState = heapState{closed: 1, frame: chunk.MakeFrame(chunk.FrameChunk, 0, 0)}
+var closedState = func() (s heapState) {
+	s = heapState{closed: 1, frame: chunk.MakeFrame(chunk.FrameChunk, 0, 0)}
+	s.clearOwn()
+	return s
+}()
 
 // Option configures a heap made by New.
 type Option func(*config)
@@ -265,6 +270,7 @@ func New(opts ...Option) (*Heap, error) {
 		nextNum:    1,
 		avgChunks:  1,
 	}
+	s.clearOwn()
 	if st != nil {
 		s.hasStorage = true
 		storages.Store(id, st)
@@ -290,18 +296,29 @@ func New(opts ...Option) (*Heap, error) {
 
 func ownSlot(addr uintptr) uintptr { return addr >> chunk.Shift & 63 }
 
+// ownEmpty marks a free slot of the own set: it is odd, so no chunk base
+// (2 MiB aligned) and no pointer rounded down to one equals it.
+const ownEmpty uintptr = 1
+
+// clearOwn empties the own set.
+func (s *heapState) clearOwn() {
+	for i := range s.own {
+		s.own[i] = ownEmpty
+	}
+}
+
 // addOwn puts a live chunk in the own set if its slot is free. Special
 // heaps keep the set empty, so that Free's fast path never serves them.
 func (s *heapState) addOwn(base uintptr) {
-	if i := ownSlot(base); s.own[i] == 0 && s.special == 0 {
-		s.own[i] = base | 1
+	if i := ownSlot(base); s.own[i] == ownEmpty && s.special == 0 {
+		s.own[i] = base
 	}
 }
 
 // dropOwn takes a chunk that stops being live out of the own set.
 func (s *heapState) dropOwn(base uintptr) {
-	if i := ownSlot(base); s.own[i] == base|1 {
-		s.own[i] = 0
+	if i := ownSlot(base); s.own[i] == base {
+		s.own[i] = ownEmpty
 	}
 }
 

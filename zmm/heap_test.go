@@ -530,6 +530,10 @@ func TestCloseUnmapsEverything(t *testing.T) {
 	assert.ErrorIs(t, e, zmm.ErrClosed)
 	e = catch(t, func() { h.Free(small) })
 	assert.ErrorIs(t, e, zmm.ErrClosed)
+	// A pointer in the first 2 MiB rounds down to chunk base 0, which the
+	// fast path must not take for a chunk of the (empty) own set.
+	e = catch(t, func() { h.Free(unsafe.Add(nil, 0x10000)) })
+	assert.ErrorIs(t, e, zmm.ErrClosed)
 	h.Close() // a second Close does nothing
 }
 
@@ -559,6 +563,7 @@ func TestBadPointersAreReported(t *testing.T) {
 	}{
 		{"random address", unsafe.Add(nil, 0x7_1234_5000), zmm.ErrInvalidPointer},
 		{"address above 2^48", unsafe.Add(nil, uintptr(1)<<50), zmm.ErrInvalidPointer},
+		{"address in the first 2 MiB", unsafe.Add(nil, 0x10000), zmm.ErrInvalidPointer},
 		{"Go heap memory", unsafe.Pointer(goValue), zmm.ErrInvalidPointer},
 		{"Go stack memory", unsafe.Pointer(&stackValue), zmm.ErrInvalidPointer},
 		{"inside a small block", unsafe.Add(small, 8), zmm.ErrInvalidPointer},
