@@ -13,6 +13,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
 
 	"github.com/gozmm/zmm/bins"
 	"github.com/gozmm/zmm/chunk"
@@ -424,6 +425,40 @@ func TestHugeMappingIsReused(t *testing.T) {
 	assert.Equal(t, hugeSize(4<<20), h.GC())
 	assert.Equal(t, uintptr(chunk.Size), h.RealUsage())
 	assert.False(t, stillOurs(t, uintptr(p), 0x4755474755474755), "GC unmapped the cached huge mapping")
+}
+
+// dontNeedDropsPages reports whether MADV_DONTNEED gives a private page
+// back, so that it reads as zeros (qemu-user may ignore the advice).
+func dontNeedDropsPages(t *testing.T) bool {
+	ps := os.Getpagesize()
+	m, err := unix.Mmap(-1, 0, ps, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANON)
+	require.NoError(t, err)
+	defer func() { require.NoError(t, unix.Munmap(m)) }()
+	m[0] = 1
+	return unix.Madvise(m, unix.MADV_DONTNEED) == nil && m[0] == 0
+}
+
+func TestHugeCacheKeepsOnlyTheNewestResident(t *testing.T) {
+	if !dontNeedDropsPages(t) {
+		t.Skip("MADV_DONTNEED does not drop pages here")
+	}
+	h := newHeap(t)
+	const size = 3 << 20
+	a, b := h.Alloc(size), h.Alloc(size)
+	fill(a, size, 0xa1)
+	fill(b, size, 0xb2)
+	h.Free(a)
+	h.Free(b) // a is purged: only the newest cached mapping keeps its pages
+	real := h.RealUsage()
+
+	newest := h.Alloc(size)
+	assert.Equal(t, b, newest, "of equal cached mappings, the newest is reused")
+	assert.True(t, holds(newest, size, 0xb2), "the newest cached mapping kept its pages")
+	older := h.Alloc(size)
+	assert.Equal(t, a, older, "the purged mapping is reused too: it stayed mapped")
+	assert.Equal(t, size, strings.Count(string(zmm.Bytes(older, size)), "\x00"),
+		"the older cached mapping gave its pages back: they read as zeros")
+	assert.Equal(t, real, h.RealUsage(), "purged pages still count as mapped")
 }
 
 func TestGCReturnsEmptyRunsAndChunks(t *testing.T) {

@@ -16,6 +16,14 @@ import (
 // in megabytes per request is what makes huge-block churn slow. The cache
 // is bounded, counted in the real usage like cached chunks, and emptied by
 // GC and Close.
+//
+// Only the newest cached mapping keeps its pages: when another mapping
+// joins the cache, the one before it is purged (MADV_DONTNEED; the mapping
+// stays, its pages go back to the OS and read as zeros when touched again).
+// So the cache saves the map and unmap calls of every reuse and the page
+// faults of the most recent one (a request building the same big buffer
+// again), while the resident memory it holds is at most one block, not
+// up to hugeCacheMaxBytes of pages nobody may touch again.
 
 type hugeRec struct {
 	addr, size uintptr
@@ -29,11 +37,14 @@ const (
 )
 
 type hugeTable struct {
-	recs       uintptr // mapped array of hugeRec
-	n, cap     uint32
-	cacheN     uint32
-	cache      [hugeCacheSlots]hugeRec
-	cacheBytes uintptr
+	recs   uintptr // mapped array of hugeRec
+	n, cap uint32
+	cacheN uint32
+	// newestResident is set when the newest cached mapping,
+	// cache[cacheN-1], still has its pages; every other one is purged.
+	newestResident bool
+	cache          [hugeCacheSlots]hugeRec
+	cacheBytes     uintptr
 }
 
 func (t *hugeTable) at(i uint32) *hugeRec {
@@ -144,8 +155,13 @@ func (s *heapState) retireHuge(r hugeRec) {
 			copy(t.cache[:], t.cache[1:t.cacheN])
 			t.cacheN--
 		}
+		if t.cacheN > 0 && t.newestResident {
+			old := t.cache[t.cacheN-1]
+			s.releasePages(old.addr, old.size)
+		}
 		t.cache[t.cacheN] = r
 		t.cacheN++
+		t.newestResident = true
 		t.cacheBytes += r.size
 		chunk.SetFrames(r.addr, frames(r.size), chunk.MakeFrame(chunk.FrameCachedHuge, s.id, 0))
 		return
@@ -163,12 +179,13 @@ func (s *heapState) unmapHuge(r hugeRec) {
 }
 
 // takeCachedHuge returns a cached mapping for a block of size bytes, cut
-// down to size, or 0. It takes the smallest mapping that fits.
+// down to size, or 0. It takes the smallest mapping that fits, the newest
+// of equals (it may still have its pages).
 func (s *heapState) takeCachedHuge(size uintptr) uintptr {
 	t := &s.huge
 	best := -1
 	for i := range t.cache[:t.cacheN] {
-		if c := t.cache[i].size; c >= size && (best < 0 || c < t.cache[best].size) {
+		if c := t.cache[i].size; c >= size && (best < 0 || c <= t.cache[best].size) {
 			best = i
 		}
 	}
@@ -176,6 +193,9 @@ func (s *heapState) takeCachedHuge(size uintptr) uintptr {
 		return 0
 	}
 	r := t.cache[best]
+	if best == int(t.cacheN)-1 {
+		t.newestResident = false // the new newest was purged when r came
+	}
 	copy(t.cache[best:], t.cache[best+1:t.cacheN])
 	t.cacheN--
 	t.cacheBytes -= r.size
@@ -200,7 +220,7 @@ func (s *heapState) dropHugeCache() uintptr {
 	for _, r := range t.cache[:t.cacheN] {
 		s.unmapHuge(r)
 	}
-	t.cacheN, t.cacheBytes = 0, 0
+	t.cacheN, t.cacheBytes, t.newestResident = 0, 0, false
 	return n
 }
 

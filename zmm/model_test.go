@@ -855,7 +855,7 @@ func (m *modelLimitRun) allocHuge(s uintptr) {
 	m.op = fmt.Sprintf("Alloc(%d) huge of %d", req, s)
 	best := -1
 	for i, c := range m.cache {
-		if c >= s && (best < 0 || c < m.cache[best]) {
+		if c >= s && (best < 0 || c <= m.cache[best]) {
 			best = i
 		}
 	}
