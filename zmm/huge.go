@@ -23,7 +23,9 @@ import (
 // So the cache saves the map and unmap calls of every reuse and the page
 // faults of the most recent one (a request building the same big buffer
 // again), while the resident memory it holds is at most one block, not
-// up to hugeCacheMaxBytes of pages nobody may touch again.
+// up to hugeCacheMaxBytes of pages nobody may touch again. (A heap over a
+// storage that cannot release pages, such as a Region made without
+// WithRelease, keeps them all: releasePages does nothing there.)
 
 type hugeRec struct {
 	addr, size uintptr
