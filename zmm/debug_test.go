@@ -882,7 +882,17 @@ func TestEnvZMMAlloc(t *testing.T) {
 				assert.Equal(t, uintptr(chunk.Size), h.RealUsage())
 				assert.Nil(t, h.Leaks())
 			}
-			assert.Equal(t, v == "guard", dbgProtNone(t, dbgGuardEnd(p, 100)), "guard page after the block")
+			switch v {
+			case "guard":
+				assert.True(t, dbgProtNone(t, dbgGuardEnd(p, 100)), "guard page after the block")
+			case "system":
+				// A Go heap block: the runtime maps its heap 4 MiB at a
+				// time within PROT_NONE reservations (at a random base
+				// since Go 1.26), so the page after the block may be
+				// PROT_NONE or not; nothing zmm decides.
+			default:
+				assert.False(t, dbgProtNone(t, dbgGuardEnd(p, 100)), "no guard page after a chunk block")
+			}
 			h.Free(p)
 		})
 	}
