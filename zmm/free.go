@@ -28,41 +28,47 @@ func (h *Heap) Free(p unsafe.Pointer) {
 	s := h.st
 	off := slot & (chunk.Size - 1)
 	// Fast path (zend_mm_free_small): a slot of one of our live chunks (the
-	// own set says so), at the exact start of an element, handed out (not
-	// in its bin's uncarved rest) and not already free. A chunk's base
-	// itself has off 0 and map entry 0 is the header's, so it falls
-	// through to the slow path.
-	if s.own[ownSlot(slot)] == slot-off {
-		e := hdr(slot - off).Map[off>>chunk.PageShift&(chunk.Pages-1)]
-		bin := chunk.EntryBin(e) & 31
-		within := uint32(off&(chunk.PageSize-1)) + chunk.EntryIndex(e)<<chunk.PageShift
-		idx, exact := bins.ElementIndex(bin, within)
-		check := (*uintptr)(ptr(slot + 8))
-		key := s.key
-		if e&chunk.MapKindMask == chunk.MapSmall && exact && idx < bins.Elements[bin] &&
-			!s.uncarved(bin, slot) && *check != *(*uintptr)(ptr(slot))^key^slot {
-			head := s.free[bin]
-			*(*uintptr)(ptr(slot)) = head
-			*check = head ^ key ^ slot
-			s.free[bin] = slot
-			s.size -= uintptr(bins.Size[bin])
+	// own set says so, or, for a chunk the set does not hold, the frame
+	// table), at the exact start of an element, handed out (not in its
+	// bin's uncarved rest) and not already free. A chunk's base itself has
+	// off 0 and map entry 0 is the header's, so it falls through to the
+	// slow path. (Two ifs, not ||: the compiler would make a bool of the
+	// condition and test it, four more instructions on the hit path.)
+	if s.own[ownSlot(slot)] != slot-off {
+		if chunk.LookupFrame(slot) != s.fastFrame {
+			h.freeSlow(slot)
 			return
 		}
+	}
+	e := hdr(slot - off).Map[off>>chunk.PageShift&(chunk.Pages-1)]
+	bin := chunk.EntryBin(e) & 31
+	within := uint32(off&(chunk.PageSize-1)) + chunk.EntryIndex(e)<<chunk.PageShift
+	idx, exact := bins.ElementIndex(bin, within)
+	check := (*uintptr)(ptr(slot + 8))
+	key := s.key
+	if e&chunk.MapKindMask == chunk.MapSmall && exact && idx < bins.Elements[bin] &&
+		!s.uncarved(bin, slot) && *check != *(*uintptr)(ptr(slot))^key^slot {
+		head := s.free[bin]
+		*(*uintptr)(ptr(slot)) = head
+		*check = head ^ key ^ slot
+		s.free[bin] = slot
+		s.size -= uintptr(bins.Size[bin])
+		return
 	}
 	h.freeSlow(slot)
 }
 
 // handedOut is Free's fast-path test as a function, for Realloc: it
 // reports whether slot is a handed-out block of a small bin of this heap
-// (in a chunk of the own set, at the exact start of an element, not in the
-// run's unused tail nor in its bin's uncarved rest, and without a valid
-// check word), and its bin. Free spells the same test out inline: at a
+// (in a live chunk of this heap by the own set or the frame table, at the
+// exact start of an element, not in the run's unused tail nor in its bin's
+// uncarved rest, and without a valid check word), and its bin. Free spells the same test out inline: at a
 // cost of 189 this function is beyond Go's inlining budget of 80, and a
 // call would cost Free more than the test itself. Keep the two in step;
 // TestBadPointersAreReported runs every bad pointer through both.
 func (s *heapState) handedOut(slot uintptr) (bin uint32, ok bool) {
 	off := slot & (chunk.Size - 1)
-	if s.own[ownSlot(slot)] != slot-off {
+	if s.own[ownSlot(slot)] != slot-off && chunk.LookupFrame(slot) != s.fastFrame {
 		return 0, false
 	}
 	e := hdr(slot - off).Map[off>>chunk.PageShift&(chunk.Pages-1)]

@@ -653,6 +653,72 @@ func TestBadPointersAreReported(t *testing.T) {
 	}
 }
 
+// TestBadPointersAreReportedInEveryChunk: Free's fast path finds most of a
+// heap's chunks in a 64-entry set and the others through the frame table,
+// so a heap of more chunks than that runs the same checks on both kinds.
+// Each chunk here is a large block and one page of 48-byte slots.
+func TestBadPointersAreReportedInEveryChunk(t *testing.T) {
+	const chunks, size = 80, 48
+	h := newHeap(t, layout()...)
+	chunkOf := func(p unsafe.Pointer) uintptr { return uintptr(p) &^ (chunk.Size - 1) }
+	var larges, smalls, fillers []unsafe.Pointer
+	for range chunks {
+		large := h.Alloc((chunk.Pages - 2) * chunk.PageSize) // leaves one page of its chunk free
+		for tries := 0; ; tries++ {
+			require.Less(t, tries, 200, "a 48-byte run should start in the newest chunk")
+			p := h.Alloc(size)
+			if chunkOf(p) == chunkOf(large) {
+				smalls = append(smalls, p)
+				break
+			}
+			fillers = append(fillers, p) // the rest of the previous chunk's run
+		}
+		larges = append(larges, large)
+	}
+	for _, p := range fillers {
+		h.Free(p)
+	}
+	require.Equal(t, chunks, h.Stats().Chunks)
+	slots := uintptr(bins.Elements[bins.Bin(size)])
+	usage := h.Usage()
+	// p is the first slot of its chunk's run and the only one in use; the
+	// last run's other slots were never handed out, the others' are free.
+	for i, p := range smalls {
+		for _, tc := range []struct {
+			name string
+			p    unsafe.Pointer
+			kind error
+		}{
+			{"inside a small block", unsafe.Add(p, 8), zmm.ErrInvalidPointer},
+			{"free slot of the run, threaded", unsafe.Add(p, 5*size), zmm.ErrDoubleFree},
+			{"free slot of the run, in the newest run not yet threaded", unsafe.Add(p, 80*size), zmm.ErrDoubleFree},
+			{"unused tail of a run", unsafe.Add(p, slots*size), zmm.ErrInvalidPointer},
+			{"chunk header", unsafe.Add(p, -int(uintptr(p)&(chunk.Size-1))), zmm.ErrInvalidPointer},
+		} {
+			for op, f := range map[string]func(){
+				"Free":      func() { h.Free(tc.p) },
+				"Realloc":   func() { h.Realloc(tc.p, 100) },
+				"BlockSize": func() { h.BlockSize(tc.p) },
+			} {
+				assert.ErrorIs(t, zmm.Try(f), tc.kind, "chunk %d: %s: %s", i, tc.name, op)
+			}
+		}
+	}
+	assert.Equal(t, usage, h.Usage(), "nothing was freed")
+	for i, p := range smalls {
+		require.NoError(t, zmm.Try(func() { h.Free(p) }), "chunk %d", i)
+		assert.ErrorIs(t, catch(t, func() { h.Free(p) }), zmm.ErrDoubleFree, "chunk %d: freed twice", i)
+	}
+	// A chunk that empties leaves the heap (to its cache or the OS): the
+	// last one holds its large block and a run of one freed slot, which GC
+	// gives back. A pointer into it is no longer a block.
+	last := smalls[chunks-1]
+	h.Free(larges[chunks-1])
+	h.GC()
+	require.Equal(t, chunks-1, h.Stats().Chunks)
+	assert.ErrorIs(t, catch(t, func() { h.Free(last) }), zmm.ErrInvalidPointer, "a block of a released chunk")
+}
+
 func TestFreeNilIsANoop(t *testing.T) {
 	h := newHeap(t)
 	h.Free(nil)
