@@ -35,7 +35,7 @@ func (h *Heap) Free(p unsafe.Pointer) {
 	// slow path. (Two ifs, not ||: the compiler would make a bool of the
 	// condition and test it, four more instructions on the hit path.)
 	if s.own[ownSlot(slot)] != slot-off {
-		if chunk.LookupFrame(slot) != s.fastFrame {
+		if s.special != 0 || chunk.LookupFrame(slot) != s.frame {
 			h.freeSlow(slot)
 			return
 		}
@@ -68,7 +68,7 @@ func (h *Heap) Free(p unsafe.Pointer) {
 // TestBadPointersAreReported runs every bad pointer through both.
 func (s *heapState) handedOut(slot uintptr) (bin uint32, ok bool) {
 	off := slot & (chunk.Size - 1)
-	if s.own[ownSlot(slot)] != slot-off && chunk.LookupFrame(slot) != s.fastFrame {
+	if s.own[ownSlot(slot)] != slot-off && (s.special != 0 || chunk.LookupFrame(slot) != s.frame) {
 		return 0, false
 	}
 	e := hdr(slot - off).Map[off>>chunk.PageShift&(chunk.Pages-1)]

@@ -61,7 +61,6 @@ func (h *Heap) SetHandlers(hs Handlers) {
 		s.clearOwn()
 	}
 	s.special |= specialHooked
-	s.setFast()
 	h.hooks = &hookState{Handlers: hs}
 }
 
@@ -76,7 +75,6 @@ func (h *Heap) RestoreHandlers() {
 	}
 	h.hooks = nil
 	s.special &^= specialHooked
-	s.setFast()
 	if s.special == 0 {
 		s.free, s.dfree = s.dfree, [32]uintptr{}
 		main := hdr(s.main)

@@ -50,11 +50,6 @@ type heapState struct {
 	// frame is what the frame table holds for every live chunk of this heap;
 	// a pointer is ours exactly when its frame entry equals it.
 	frame chunk.Frame
-	// fastFrame is the frame entry Free's fast path accepts for a chunk
-	// the own set does not hold: frame for a plain heap, noFastFrame (which
-	// no entry holds) for a special or closed one, which the fast paths
-	// must never serve.
-	fastFrame chunk.Frame
 	// free holds the head of each bin's free list (32 entries so that a
 	// masked bin index needs no bounds check).
 	free [32]uintptr
@@ -65,8 +60,8 @@ type heapState struct {
 	// Free's fast path may read that chunk's header after one load instead
 	// of the frame table's two dependent ones. A live chunk may be missing
 	// (two chunks sharing a slot, or more than 64 chunks): Free's fast
-	// path then asks the frame table (fastFrame), and the slow path puts
-	// the chunk back when its slot is free.
+	// path then asks the frame table (unless the heap is special), and the
+	// slow path puts the chunk back when its slot is free.
 	own [64]uintptr
 	// carveNext and carveLeft give, per bin, the uncarved rest of the
 	// bin's newest run: carveLeft bytes from carveNext to the end of its
@@ -136,7 +131,7 @@ var lastHeapID atomic.Uint32
 // empty and no frame matches it, so every call reaches a slow path, which
 // reports ErrClosed.
 var closedState = func() (s heapState) {
-	s = heapState{closed: 1, frame: chunk.MakeFrame(chunk.FrameChunk, 0, 0), fastFrame: noFastFrame}
+	s = heapState{closed: 1, frame: chunk.MakeFrame(chunk.FrameChunk, 0, 0)}
 	s.clearOwn()
 	return s
 }()
@@ -297,24 +292,10 @@ func New(opts ...Option) (*Heap, error) {
 	c.Next, c.Prev = c.Base(), c.Base()
 	chunk.SetFrame(uintptr(base), s.frame)
 	s.addOwn(c.Base())
-	s.setFast()
 	return h, nil
 }
 
 func ownSlot(addr uintptr) uintptr { return addr >> chunk.Shift & 63 }
-
-// noFastFrame is fastFrame for heaps the fast paths must not serve: its
-// kind (15) is none that the frame table ever holds.
-const noFastFrame = ^chunk.Frame(0)
-
-// setFast lets Free's fast path serve this heap's chunks through the frame
-// table, or not, as special says.
-func (s *heapState) setFast() {
-	s.fastFrame = noFastFrame
-	if s.special == 0 {
-		s.fastFrame = s.frame
-	}
-}
 
 // ownEmpty marks a free slot of the own set: it is odd, so no chunk base
 // (2 MiB aligned) and no pointer rounded down to one equals it.
