@@ -35,7 +35,7 @@ func (h *Heap) Free(p unsafe.Pointer) {
 	// slow path. (Two ifs, not ||: the compiler would make a bool of the
 	// condition and test it, four more instructions on the hit path.)
 	if s.own[ownSlot(slot)] != slot-off {
-		if s.special != 0 || chunk.LookupFrame(slot) != s.frame {
+		if !s.fastFrame(slot) {
 			h.freeSlow(slot)
 			return
 		}
@@ -58,17 +58,26 @@ func (h *Heap) Free(p unsafe.Pointer) {
 	h.freeSlow(slot)
 }
 
+// fastFrame is the fast paths' test for a chunk the own set does not hold:
+// it reports whether slot's frame is a live chunk of this heap and the heap
+// is not special (debug, system, guard and hooked heaps are served by the
+// slow paths only).
+func (s *heapState) fastFrame(slot uintptr) bool {
+	return s.special == 0 && chunk.LookupFrame(slot) == s.frame
+}
+
 // handedOut is Free's fast-path test as a function, for Realloc: it
 // reports whether slot is a handed-out block of a small bin of this heap
-// (in a live chunk of this heap by the own set or the frame table, at the
-// exact start of an element, not in the run's unused tail nor in its bin's
-// uncarved rest, and without a valid check word), and its bin. Free spells the same test out inline: at a
-// cost of 189 this function is beyond Go's inlining budget of 80, and a
-// call would cost Free more than the test itself. Keep the two in step;
-// TestBadPointersAreReported runs every bad pointer through both.
+// (in a live chunk of this heap by the own set or fastFrame, at the exact
+// start of an element, not in the run's unused tail nor in its bin's
+// uncarved rest, and without a valid check word), and its bin. Free spells
+// the same test out inline: at a cost of 189 this function is beyond Go's
+// inlining budget of 80, and a call would cost Free more than the test
+// itself. Keep the two in step; TestBadPointersAreReported runs every bad
+// pointer through both.
 func (s *heapState) handedOut(slot uintptr) (bin uint32, ok bool) {
 	off := slot & (chunk.Size - 1)
-	if s.own[ownSlot(slot)] != slot-off && (s.special != 0 || chunk.LookupFrame(slot) != s.frame) {
+	if s.own[ownSlot(slot)] != slot-off && !s.fastFrame(slot) {
 		return 0, false
 	}
 	e := hdr(slot - off).Map[off>>chunk.PageShift&(chunk.Pages-1)]

@@ -33,9 +33,8 @@ func (h *Heap) Realloc(p unsafe.Pointer, size uintptr) unsafe.Pointer {
 // (with or without custom handlers).
 func (h *Heap) reallocChunks(addr uintptr, size uintptr) unsafe.Pointer {
 	s := h.st
-	// A small block passes Free's fast-path test without the frame table
-	// (zend_mm_realloc_heap's small case): it stays if the new size is in
-	// its bin, and moves otherwise.
+	// A small block that passes Free's fast-path test (zend_mm_realloc_heap's
+	// small case) stays if the new size is in its bin, and moves otherwise.
 	if bin, ok := s.handedOut(addr); ok {
 		if size <= bins.MaxSize && smallBin(size) == bin {
 			return ptr(addr)
