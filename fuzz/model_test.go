@@ -838,14 +838,14 @@ type opsHugePlan struct {
 }
 
 // planHuge predicts a huge mapping of need bytes: taken from the cache if
-// fromCache and a cached mapping is large enough (the smallest such,
-// trimmed), else mapped if it fits under the limit, else mapped if it fits
+// fromCache and a cached mapping is large enough (the smallest such, the
+// newest among equals, trimmed), else mapped if it fits under the limit, else mapped if it fits
 // after the collection, else refused (takeCachedHuge, reserve).
 func (r *opsRun) planHuge(p opsPre, need uintptr, fromCache bool) opsHugePlan {
 	if fromCache {
 		best := -1
 		for i, c := range r.cache {
-			if c >= need && (best < 0 || c < r.cache[best]) {
+			if c >= need && (best < 0 || c <= r.cache[best]) {
 				best = i
 			}
 		}
