@@ -15,31 +15,24 @@ import (
 func (h *Heap) GC() uintptr {
 	s := h.st
 	s.checkOpen("GC")
-	return s.gc(true)
+	return s.gc("GC", true)
 }
 
 // gc is the collection behind GC and behind the memory limit's retry; only
-// GC asks for free pages to be released with madvise.
-func (s *heapState) gc(release bool) uintptr {
+// GC asks for free pages to be released with madvise. op names the call
+// that collects, for the errors of the walk.
+//
+// A damaged free list or chunk ring is reported before anything is
+// changed: the ring is checked first, and pass 1, which counts free slots
+// in the runs' map entries, clears every count again if it stops at a
+// broken link, so that a later GC does not start from stale counts (which
+// would make a run with live blocks look empty).
+func (s *heapState) gc(op string, release bool) uintptr {
 	var freed uintptr
+	s.checkRing(op)
 	s.flushCarve()
-	// Pass 1: count the free slots of every run in its first page's entry.
-	var binsWithEmptyRuns uint32
 	lists := s.lists()
-	for bin := uint32(0); bin < bins.NumBins; bin++ {
-		for slot := lists[bin]; slot != 0; slot = s.nextFree(bin, slot) {
-			c, first := s.runOf(slot)
-			e := c.Map[first]
-			n := chunk.EntryCounter(e) + 1
-			if n > bins.Elements[bin] {
-				fail(ErrCorrupted, "GC", slot, "zmm: heap corrupted: free list of bin %d (%d bytes) holds slot 0x%x twice", bin, bins.Size[bin], slot)
-			}
-			c.Map[first] = chunk.WithCounter(e, n)
-			if n == bins.Elements[bin] {
-				binsWithEmptyRuns |= 1 << bin
-			}
-		}
-	}
+	binsWithEmptyRuns := s.countFreeSlots(op, lists)
 	// Pass 2: unlink the slots of runs that are entirely free.
 	for bin := uint32(0); bin < bins.NumBins; bin++ {
 		if binsWithEmptyRuns&(1<<bin) == 0 {
@@ -47,7 +40,7 @@ func (s *heapState) gc(release bool) uintptr {
 		}
 		var prev uintptr
 		for slot := lists[bin]; slot != 0; {
-			next := s.nextFree(bin, slot)
+			next := s.nextFree(op, bin, slot)
 			c, first := s.runOf(slot)
 			if chunk.EntryCounter(c.Map[first]) == bins.Elements[bin] {
 				if prev == 0 {
@@ -111,10 +104,73 @@ func (s *heapState) gc(release bool) uintptr {
 	return freed
 }
 
+// countFreeSlots is GC's pass 1: it counts the free slots of every run in
+// its first page's map entry and returns the bins that have a run whose
+// slots are all free. If a list is damaged it clears every count, then
+// reports.
+func (s *heapState) countFreeSlots(op string, lists *[32]uintptr) (binsWithEmptyRuns uint32) {
+	counted := false
+	defer func() {
+		if !counted {
+			s.clearFreeCounts()
+		}
+	}()
+	for bin := uint32(0); bin < bins.NumBins; bin++ {
+		for slot := lists[bin]; slot != 0; slot = s.nextFree(op, bin, slot) {
+			c, first := s.runOf(slot)
+			e := c.Map[first]
+			n := chunk.EntryCounter(e) + 1
+			if n > bins.Elements[bin] {
+				fail(ErrCorrupted, op, slot, "zmm: heap corrupted: free list of bin %d (%d bytes) holds slot 0x%x twice", bin, bins.Size[bin], slot)
+			}
+			c.Map[first] = chunk.WithCounter(e, n)
+			if n == bins.Elements[bin] {
+				binsWithEmptyRuns |= 1 << bin
+			}
+		}
+	}
+	counted = true
+	return binsWithEmptyRuns
+}
+
+// clearFreeCounts zeroes pass 1's count in every small run's entry.
+func (s *heapState) clearFreeCounts() {
+	main := hdr(s.main)
+	for c := main; ; {
+		for i := uint32(chunk.FirstPage); i < chunk.Pages; i++ {
+			if e := c.Map[i]; e&chunk.MapKindMask == chunk.MapSmall {
+				c.Map[i] = chunk.WithCounter(e, 0)
+			}
+		}
+		if c = hdr(c.Next); c == main {
+			return
+		}
+	}
+}
+
+// checkRing walks the ring of live chunks and reports a broken one before
+// a collection starts to change it: every link must lead to a live chunk
+// of this heap (by the frame table, so a garbage link is never followed)
+// whose back link agrees, and the ring must close within the chunk count.
+func (s *heapState) checkRing(op string) {
+	c := hdr(s.main)
+	for n := uint32(0); ; n++ {
+		next := c.Next
+		if n >= s.chunks || chunk.LookupFrame(next) != s.frame || next&(chunk.Size-1) != 0 || hdr(next).Prev != c.Base() {
+			fail(ErrCorrupted, op, c.Base(), "zmm: heap corrupted: chunk list broken at chunk 0x%x", c.Base())
+		}
+		if next == s.main {
+			return
+		}
+		c = hdr(next)
+	}
+}
+
 // nextFree returns the link of a free slot after checking its check word.
-func (s *heapState) nextFree(bin uint32, slot uintptr) uintptr {
+// op names the walk that follows the list.
+func (s *heapState) nextFree(op string, bin uint32, slot uintptr) uintptr {
 	if !s.isFreeSlot(slot) {
-		fail(ErrCorrupted, "GC", slot, "zmm: heap corrupted: free slot 0x%x of bin %d (%d bytes) has a broken link", slot, bin, bins.Size[bin&31])
+		fail(ErrCorrupted, op, slot, "zmm: heap corrupted: free slot 0x%x of bin %d (%d bytes) has a broken link", slot, bin, bins.Size[bin&31])
 	}
 	return *(*uintptr)(ptr(slot + s.linkOff))
 }

@@ -388,7 +388,7 @@ func (s *heapState) allocPages(n uint32, op string, tried uintptr) (*chunk.Heade
 		if s.cached == 0 && s.overLimit(chunk.Size) {
 			// Give back what is cached or empty, then look again: the
 			// collection may have emptied pages in the chunks we have.
-			if !retried && s.gc(false) > 0 {
+			if !retried && s.gc(op, false) > 0 {
 				retried = true
 				continue
 			}
@@ -409,7 +409,7 @@ func (s *heapState) overLimit(need uintptr) bool {
 // and empty memory first if that helps (the Zend MM's gc-and-retry).
 func (s *heapState) reserve(need uintptr, op string, tried uintptr) {
 	if s.overLimit(need) {
-		s.gc(false)
+		s.gc(op, false)
 		if s.overLimit(need) {
 			limitError(op, s.limit, tried)
 		}
@@ -422,7 +422,7 @@ func (s *heapState) reserve(need uintptr, op string, tried uintptr) {
 func (s *heapState) mapMemory(size uintptr, op string, tried uintptr) unsafe.Pointer {
 	p, err := s.mapChunks(size)
 	if err != nil {
-		s.gc(false)
+		s.gc(op, false)
 		p, err = s.mapChunks(size)
 		if err != nil {
 			s.oom(op, tried, err)

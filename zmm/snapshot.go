@@ -134,7 +134,7 @@ func (h *Heap) Snapshot() *Snapshot {
 		d.enter("Snapshot")
 		defer d.exit()
 	}
-	st := h.statsLocked()
+	st := h.statsLocked("Snapshot")
 	name := "-"
 	if h.dbg != nil {
 		name = h.dbg.name
@@ -176,7 +176,7 @@ func (h *Heap) Snapshot() *Snapshot {
 			c, first := s.runOf(s.carveNext[bin])
 			freeIn[uintptr(c.Page(first))] += n
 		}
-		for slot := lists[bin]; slot != 0; slot = s.nextFree(bin, slot) {
+		for slot := lists[bin]; slot != 0; slot = s.nextFree("Snapshot", bin, slot) {
 			c, first := s.runOf(slot)
 			freeIn[uintptr(c.Page(first))]++
 		}

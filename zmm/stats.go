@@ -109,10 +109,10 @@ func (h *Heap) Stats() Stats {
 		d.enter("Stats")
 		defer d.exit()
 	}
-	return h.statsLocked()
+	return h.statsLocked("Stats")
 }
 
-func (h *Heap) statsLocked() Stats {
+func (h *Heap) statsLocked(op string) Stats {
 	s := h.st
 	st := Stats{
 		Usage: s.size, PeakUsage: s.peak,
@@ -135,7 +135,7 @@ func (h *Heap) statsLocked() Stats {
 	lists := s.lists()
 	for b := uint32(0); b < bins.NumBins; b++ {
 		n := s.uncarvedSlots(b)
-		for slot := lists[b]; slot != 0; slot = s.nextFree(b, slot) {
+		for slot := lists[b]; slot != 0; slot = s.nextFree(op, b, slot) {
 			n++
 		}
 		st.Bins[b].Free = n
