@@ -74,7 +74,7 @@ func (h *Heap) Alloc(size uintptr) unsafe.Pointer {
 	next := *(*uintptr)(p)
 	check := (*uintptr)(unsafe.Add(p, 8))
 	if *check != next^s.key^slot {
-		s.corruptSlot(bin, slot)
+		s.corruptSlot("Alloc", bin, slot)
 	}
 	*check = 0
 	s.free[bin] = next
@@ -87,9 +87,9 @@ func (h *Heap) Alloc(size uintptr) unsafe.Pointer {
 // be trusted, so it is abandoned (its slots leak) and the heap stays usable.
 //
 //go:noinline
-func (s *heapState) corruptSlot(bin uint32, slot uintptr) {
-	s.free[bin&31] = 0
-	fail(ErrCorrupted, "Alloc", slot,
+func (s *heapState) corruptSlot(op string, bin uint32, slot uintptr) {
+	s.lists()[bin&31] = 0
+	fail(ErrCorrupted, op, slot,
 		"zmm: heap corrupted: free slot 0x%x of bin %d (%d bytes) has a broken link (written after free, or overflow from the block before it)",
 		slot, bin, bins.Size[bin])
 }
@@ -100,20 +100,51 @@ func (s *heapState) corruptSlot(bin uint32, slot uintptr) {
 //
 //go:noinline
 func (h *Heap) refill(bin uint32, size uintptr) unsafe.Pointer {
-	if h.st.special != 0 {
+	s := h.st
+	if s.special != 0 {
 		return h.allocSpecial(size, "Alloc")
 	}
-	return h.st.refill(bin)
+	s.checkOpen("Alloc")
+	h.enter(opAlloc)
+	defer h.exit()
+	return s.refill(bin)
 }
 
 // allocBig is Alloc's path for sizes above the bins.
 //
 //go:noinline
 func (h *Heap) allocBig(size uintptr) unsafe.Pointer {
-	if h.st.special != 0 {
+	s := h.st
+	if s.special != 0 {
 		return h.allocSpecial(size, "Alloc")
 	}
-	return h.st.allocBig(size, "Alloc")
+	s.checkOpen("Alloc")
+	h.enter(opAlloc)
+	defer h.exit()
+	return s.allocBig(size, "Alloc")
+}
+
+// alloc is Alloc inside the heap, for slow paths that have entered it
+// already (see enter): the block comes from the lists the slow paths work
+// on, never through the public entry points.
+func (s *heapState) alloc(size uintptr, op string) unsafe.Pointer {
+	if size > bins.MaxSize {
+		return s.allocBig(size, op)
+	}
+	bin := smallBin(size) & 31
+	l := s.lists()
+	slot := l[bin]
+	if slot == 0 {
+		return s.refill(bin)
+	}
+	if !s.isFreeSlot(slot) {
+		s.corruptSlot(op, bin, slot)
+	}
+	l[bin] = *(*uintptr)(ptr(slot + s.linkOff))
+	*(*uintptr)(ptr(slot + s.linkOff + 8)) = 0
+	s.size += uintptr(bins.Size[bin])
+	s.peak = max(s.peak, s.size)
+	return ptr(slot)
 }
 
 // uncarved reports whether addr is in the uncarved rest of the bin's newest

@@ -28,10 +28,12 @@ import (
 
 // debugState is the Go-side state of a special heap.
 type debugState struct {
-	busy  atomic.Int32 // detects concurrent use
-	out   io.Writer    // leak report; nil = silent
-	name  string       // script= in the leak report
-	sites siteCache
+	out io.Writer // leak report; nil = silent
+	// busy is the one-owner check's field for this heap (owner.go).
+	busy atomic.Uint32
+	// guardAlign places guard-mode blocks (WithGuardAlignment).
+	guardAlign uintptr
+	sites      siteCache
 	// System and guard modes: the live blocks, and recently freed
 	// pointers (to name a double free as such).
 	sys   map[uintptr]*sysBlock
@@ -43,20 +45,9 @@ type debugState struct {
 }
 
 func newDebugState(cfg config) *debugState {
-	return &debugState{out: cfg.leaks, name: cfg.name,
+	return &debugState{out: cfg.leaks, guardAlign: cfg.guardAlign,
 		sys: map[uintptr]*sysBlock{}, freed: map[uintptr]struct{}{}, quarantined: map[uintptr]uint32{}}
 }
-
-// enter marks the heap busy for the length of a call and panics if another
-// goroutine is inside it: a Heap has one owner at a time (the spirit of
-// Go's "concurrent map writes"). Call as: d.enter(op); defer d.exit().
-func (d *debugState) enter(op string) {
-	if !d.busy.CompareAndSwap(0, 1) {
-		fail(ErrConcurrentUse, op, 0, "zmm: concurrent use of a single-owner heap: %s while another goroutine is inside it", op)
-	}
-}
-
-func (d *debugState) exit() { d.busy.Store(0) }
 
 // siteCache remembers which program counters belong to zmm itself, so that
 // finding the caller outside zmm costs a few compares once warm.
@@ -186,9 +177,9 @@ func (h *Heap) callSite(d *debugState) uintptr {
 // system or guard heap.
 func (h *Heap) allocDebug(size uintptr, op string) unsafe.Pointer {
 	d := h.dbg
-	d.enter(op)
-	defer d.exit()
 	h.st.checkOpen(op)
+	h.enter(opAlloc)
+	defer h.exit()
 	if h.st.mode != ModeChunks {
 		return h.sysAlloc(size, op, h.callSite(d), 0)
 	}
@@ -291,9 +282,8 @@ func (h *Heap) debugRelease(b block, addr uintptr) {
 
 // freeDebug is Free for a debug, system or guard heap.
 func (h *Heap) freeDebug(addr uintptr) {
-	d := h.dbg
-	d.enter("Free")
-	defer d.exit()
+	h.enter(opFree)
+	defer h.exit()
 	if h.st.mode != ModeChunks {
 		h.sysFree(addr, "Free")
 		return
@@ -307,10 +297,10 @@ func (h *Heap) freeDebug(addr uintptr) {
 // the realloc's site, and the first allocation's as its original site.
 func (h *Heap) reallocDebug(addr uintptr, size uintptr) unsafe.Pointer {
 	d := h.dbg
-	d.enter("Realloc")
-	defer d.exit()
 	s := h.st
 	s.checkOpen("Realloc")
+	h.enter(opRealloc)
+	defer h.exit()
 	site := h.callSite(d)
 	if addr == 0 {
 		if s.mode != ModeChunks {
@@ -341,9 +331,8 @@ func (h *Heap) blockSizeSpecial(addr uintptr) uintptr {
 	if h.st.special&specialMode == 0 { // handlers only
 		return h.st.lookup("BlockSize", addr).size
 	}
-	d := h.dbg
-	d.enter("BlockSize")
-	defer d.exit()
+	h.enter(opBlockSize)
+	defer h.exit()
 	if h.st.mode != ModeChunks {
 		return h.sysLookup(addr, "BlockSize").size
 	}
@@ -389,9 +378,9 @@ func (h *Heap) Check() error {
 	s := h.st
 	s.checkOpen("Check")
 	var probs []Problem
-	if d := h.dbg; d != nil {
-		d.enter("Check")
-		defer d.exit()
+	h.enter(opCheck)
+	defer h.exit()
+	if h.dbg != nil {
 		if s.mode != ModeChunks {
 			probs = h.sysCheck()
 			return checkResult(probs)
@@ -484,9 +473,8 @@ func (h *Heap) Leaks() []Leak {
 	if s.special&specialMode == 0 || s.closed != 0 {
 		return nil
 	}
-	d := h.dbg
-	d.enter("Leaks")
-	defer d.exit()
+	h.enter(opLeaks)
+	defer h.exit()
 	return h.leaks()
 }
 
@@ -535,7 +523,7 @@ func (h *Heap) reportLeaks() {
 	if d == nil || !h.st.debug || d.out == nil {
 		return
 	}
-	WriteLeakReport(d.out, h.leaks(), d.name, time.Now())
+	WriteLeakReport(d.out, h.leaks(), h.name, time.Now())
 }
 
 // WriteLeakReport writes leaks in the Zend MM's format: for each leak not
@@ -587,17 +575,4 @@ func WriteLeakReport(w io.Writer, leaks []Leak, script string, now time.Time) er
 // sortLeaks orders leaks by address.
 func sortLeaks(l []Leak) {
 	slices.SortFunc(l, func(a, b Leak) int { return cmp.Compare(a.Addr, b.Addr) })
-}
-
-// SetName renames the heap in its leak report (the report's script=), as
-// the Zend MM names the script of the request that leaked. A server that
-// reuses one heap for many requests sets it at each request start. It does
-// nothing for a heap that is not in debug mode, which writes no report.
-func (h *Heap) SetName(name string) {
-	if h.dbg != nil {
-		if name == "" {
-			name = "-"
-		}
-		h.dbg.name = name
-	}
 }

@@ -54,7 +54,9 @@ func dbgSite(line int) string { return fmt.Sprintf("%s:%d", dbgFile, line) }
 func dbgNew(t testing.TB, opts ...zmm.Option) (*zmm.Heap, *bytes.Buffer) {
 	t.Helper()
 	var buf bytes.Buffer
-	h, err := zmm.New(append([]zmm.Option{zmm.WithDebug(true), zmm.WithLeakReport(&buf)}, opts...)...)
+	// Debug mode on chunks unless the test asks for another mode: under
+	// ZMM_ALLOC=guard the overflow tests would fault on the spot.
+	h, err := zmm.New(append([]zmm.Option{zmm.WithDebug(true), zmm.WithAllocMode(zmm.ModeChunks), zmm.WithLeakReport(&buf)}, opts...)...)
 	require.NoError(t, err)
 	t.Cleanup(h.Close)
 	return h, &buf
@@ -730,7 +732,7 @@ func TestDebugConcurrentUseIsDetected(t *testing.T) {
 		e := dbgCatch(t, f)
 		assert.ErrorIs(t, e, zmm.ErrConcurrentUse, op)
 		assert.Equal(t, op, e.Op)
-		assert.Equal(t, "zmm: concurrent use of a single-owner heap: "+op+" while another goroutine is inside it", e.Msg)
+		assert.True(t, strings.HasPrefix(e.Msg, "zmm: concurrent use of a single-owner heap: "+op+" while another goroutine is inside Reset"), e.Msg)
 	}
 	close(w.release)
 	<-done
@@ -830,14 +832,25 @@ func TestEnvZMMDebug(t *testing.T) {
 	assert.Nil(t, h.Leaks())
 	h.Close()
 
-	for _, v := range []string{"", "0", "true", "yes"} {
+	// What strconv.ParseBool accepts turns it on or off.
+	for v, on := range map[string]bool{"": false, "0": false, "false": false, "F": false, "true": true, "TRUE": true, "t": true} {
+		t.Setenv("ZMM_DEBUG", v)
+		h, err = zmm.New(zmm.WithLeakReport(nil))
+		require.NoError(t, err, "ZMM_DEBUG=%q", v)
+		assert.Equal(t, on, h.Debug(), "ZMM_DEBUG=%q", v)
+		h.Close()
+	}
+	// Anything else is refused, naming the variable: a typo never turns
+	// debug mode silently off.
+	for _, v := range []string{"yes", "on", "2", " 1"} {
 		t.Setenv("ZMM_DEBUG", v)
 		h, err = zmm.New()
-		require.NoError(t, err)
-		p = h.Alloc(100)
-		assert.Equal(t, uintptr(112), h.BlockSize(p), "ZMM_DEBUG=%q", v)
-		assert.Nil(t, h.Leaks(), "ZMM_DEBUG=%q", v)
-		h.Close()
+		assert.Nil(t, h)
+		var ze *zmm.Error
+		require.ErrorAs(t, err, &ze, "ZMM_DEBUG=%q", v)
+		assert.ErrorIs(t, err, zmm.ErrConfig)
+		assert.Equal(t, "New", ze.Op)
+		assert.Contains(t, err.Error(), fmt.Sprintf("ZMM_DEBUG=%q", v))
 	}
 }
 
@@ -910,6 +923,7 @@ func TestEnvZMMAlloc(t *testing.T) {
 		h, err := zmm.New()
 		assert.Nil(t, h)
 		assert.EqualError(t, err, `zmm: ZMM_ALLOC="bogus": want system, guard or chunks`)
+		assert.ErrorIs(t, err, zmm.ErrConfig)
 		h, err = zmm.New(zmm.WithAllocMode(zmm.ModeSystem))
 		require.NoError(t, err, "WithAllocMode overrides the environment")
 		h.Close()
@@ -1112,22 +1126,73 @@ func TestSystemModeLeaksAndReset(t *testing.T) {
 // --- guard mode --------------------------------------------------------------------
 
 func TestGuardModeLayout(t *testing.T) {
-	h, _ := dbgNew(t, zmm.WithDebug(false), zmm.WithAllocMode(zmm.ModeGuard))
-	for _, n := range []uintptr{1, 2, 5, 7, 8, 9, 15, 16, 100, 4095, 4096, 4097, 5000} {
-		p := h.Alloc(n)
-		assert.Zero(t, uintptr(p)%8, "Alloc(%d) is 8-byte aligned", n)
-		end := dbgGuardEnd(p, n)
-		assert.LessOrEqual(t, end-(uintptr(p)+n), uintptr(7), "Alloc(%d) ends within 7 bytes of the guard page", n)
-		assert.True(t, dbgProtNone(t, end), "Alloc(%d): the next page is a guard page", n)
-		dbgFill(p, n, byte(n))
-		assert.True(t, dbgHolds(p, n, byte(n)))
-		h.Free(p)
-		assert.False(t, dbgProtNone(t, end), "Free(%d) unmaps the block and its guard page", n)
+	sizes := []uintptr{0, 1, 2, 5, 7, 8, 9, 12, 15, 16, 24, 100, 4095, 4096, 4097, 5000}
+	t.Run("default: against the guard page", func(t *testing.T) {
+		h, _ := dbgNew(t, zmm.WithDebug(false), zmm.WithAllocMode(zmm.ModeGuard))
+		for _, n := range sizes {
+			p := h.Alloc(n)
+			end := dbgGuardEnd(p, n)
+			assert.Equal(t, end, uintptr(p)+n, "Alloc(%d) ends where the guard page begins", n)
+			assert.True(t, dbgProtNone(t, end), "Alloc(%d): the next page is a guard page", n)
+			align := uintptr(16)
+			if n != 0 {
+				align = min(16, n&-n)
+			}
+			assert.Zero(t, uintptr(p)%align, "Alloc(%d) is %d-byte aligned", n, align)
+			dbgFill(p, n, byte(n))
+			assert.True(t, dbgHolds(p, n, byte(n)))
+			h.Free(p)
+			assert.False(t, dbgProtNone(t, end), "Free(%d) unmaps the block and its guard page", n)
+		}
+		// A Go value of any type is aligned for its type.
+		type odd struct {
+			A int32
+			B [2]int16
+			C byte
+		}
+		assert.Zero(t, uintptr(unsafe.Pointer(zmm.AllocOf[odd](h)))%unsafe.Alignof(odd{}))
+		assert.Zero(t, uintptr(unsafe.Pointer(unsafe.SliceData(zmm.MakeSlice[odd](h, 3, 3))))%unsafe.Alignof(odd{}))
+		assert.Zero(t, uintptr(unsafe.Pointer(zmm.AllocOf[[3]uint64](h)))%8)
+	})
+	for _, align := range []uintptr{1, 8, 64} {
+		t.Run(fmt.Sprintf("WithGuardAlignment(%d)", align), func(t *testing.T) {
+			h, _ := dbgNew(t, zmm.WithDebug(false), zmm.WithAllocMode(zmm.ModeGuard), zmm.WithGuardAlignment(align))
+			for _, n := range sizes {
+				p := h.Alloc(n)
+				assert.Zero(t, uintptr(p)%align, "Alloc(%d) is %d-byte aligned", n, align)
+				end := dbgGuardEnd(p, n)
+				assert.Less(t, end-(uintptr(p)+n), align, "Alloc(%d) ends within %d bytes of the guard page", n, align-1)
+				assert.True(t, dbgProtNone(t, end), "Alloc(%d): the next page is a guard page", n)
+				h.Free(p)
+			}
+		})
 	}
+	t.Run("ZMM_GUARD_ALIGN", func(t *testing.T) {
+		t.Setenv("ZMM_ALLOC", "guard")
+		t.Setenv("ZMM_DEBUG", "")
+		t.Setenv("ZMM_GUARD_ALIGN", "8")
+		h, _ := dbgNew(t, zmm.WithDebug(false), zmm.WithAllocMode(zmm.ModeGuard))
+		p := h.Alloc(13)
+		assert.Equal(t, uintptr(3), dbgGuardEnd(p, 13)-(uintptr(p)+13))
+		h.Free(p)
+		h2, _ := dbgNew(t, zmm.WithDebug(false), zmm.WithAllocMode(zmm.ModeGuard), zmm.WithGuardAlignment(0))
+		p = h2.Alloc(13)
+		assert.Equal(t, dbgGuardEnd(p, 13), uintptr(p)+13, "the option overrides the environment")
+		h2.Free(p)
+		for _, v := range []string{"3", "8192", "x", "-8"} {
+			t.Setenv("ZMM_GUARD_ALIGN", v)
+			_, err := zmm.New()
+			assert.ErrorIs(t, err, zmm.ErrConfig, v)
+			assert.ErrorContains(t, err, fmt.Sprintf("ZMM_GUARD_ALIGN=%q", v))
+		}
+	})
+	_, err := zmm.New(zmm.WithAllocMode(zmm.ModeGuard), zmm.WithGuardAlignment(24))
+	assert.ErrorIs(t, err, zmm.ErrConfig)
+	assert.ErrorContains(t, err, "WithGuardAlignment(24)")
 }
 
 func TestGuardModeSlackWriteIsCaught(t *testing.T) {
-	h, _ := dbgNew(t, zmm.WithDebug(false), zmm.WithAllocMode(zmm.ModeGuard))
+	h, _ := dbgNew(t, zmm.WithDebug(false), zmm.WithAllocMode(zmm.ModeGuard), zmm.WithGuardAlignment(8))
 	nb := h.Alloc(24)
 	dbgFill(nb, 24, 1)
 	p, line := h.Alloc(13), dbgLine() // 3 bytes of slack
@@ -1158,7 +1223,7 @@ func TestGuardModeSlackWriteIsCaught(t *testing.T) {
 // the new block allocated and unreachable. It now checks first, as debug
 // chunk mode does.
 func TestGuardReallocChecksTheOldBlockFirst(t *testing.T) {
-	h, _ := dbgNew(t, zmm.WithDebug(false), zmm.WithAllocMode(zmm.ModeGuard))
+	h, _ := dbgNew(t, zmm.WithDebug(false), zmm.WithAllocMode(zmm.ModeGuard), zmm.WithGuardAlignment(8))
 	p := h.Alloc(13)
 	*dbgByte(p, 13) ^= 0xFF
 	usage := h.Usage()
@@ -1171,18 +1236,19 @@ func TestGuardReallocChecksTheOldBlockFirst(t *testing.T) {
 const dbgGuardChildEnv = "ZMM_TEST_GUARD_FAULT_CHILD"
 
 // TestGuardFaultChild runs only as the child of TestGuardPageFaults: it
-// writes one byte past the slack of a guard-mode block, which must fault.
+// writes one byte past the end of a 13-byte guard-mode block, which must
+// fault (by default the block ends at its guard page).
 func TestGuardFaultChild(t *testing.T) {
 	if os.Getenv(dbgGuardChildEnv) != "1" {
 		t.Skip("run by TestGuardPageFaults in a subprocess")
 	}
 	h, err := zmm.New(zmm.WithAllocMode(zmm.ModeGuard), zmm.WithLeakReport(nil))
 	require.NoError(t, err)
-	p := h.Alloc(13) // 3 bytes of slack, then the guard page
+	p := h.Alloc(13) // the guard page right after byte 12
 	line := dbgLine() + 3
-	fmt.Printf("guard fault at 0x%x line %d\n", uintptr(p)+16, line)
+	fmt.Printf("guard fault at 0x%x line %d\n", uintptr(p)+13, line)
 	_ = os.Stdout.Sync()
-	zmm.Bytes(p, 17)[16] = 1
+	zmm.Bytes(p, 14)[13] = 1
 	t.Fatal("the write past the guard page did not fault")
 }
 

@@ -28,8 +28,16 @@ var (
 	// ErrClosed: the heap was used after Close.
 	ErrClosed = errors.New("zmm: heap is closed")
 	// ErrConcurrentUse: two goroutines used a single-owner heap at once
-	// (detected in debug, system and guard modes).
+	// (detected on the slow paths: see Heap).
 	ErrConcurrentUse = errors.New("zmm: concurrent use of a single-owner heap")
+	// ErrConfig: a heap cannot be made as configured: an environment
+	// variable (ZMM_DEBUG, ZMM_ALLOC, ZMM_GUARD_ALIGN) with a value zmm does not
+	// accept, or options that do not go together.
+	ErrConfig = errors.New("zmm: invalid heap configuration")
+	// ErrGoPointer: a typed helper (AllocOf, MakeSlice, GrowSlice) was
+	// given a type that holds Go pointers, which must not live in zmm
+	// memory.
+	ErrGoPointer = errors.New("zmm: type holds Go pointers")
 )
 
 // Error is the error zmm panics with when an allocation cannot be served
@@ -74,6 +82,12 @@ func Try(f func()) (err error) {
 //go:noinline
 func fail(kind error, op string, ptr uintptr, format string, args ...any) {
 	panic(&Error{Kind: kind, Op: op, Ptr: ptr, Msg: fmt.Sprintf(format, args...)})
+}
+
+// configError is the error New returns for a configuration it cannot
+// serve.
+func configError(format string, args ...any) *Error {
+	return &Error{Kind: ErrConfig, Op: "New", Msg: "zmm: " + fmt.Sprintf(format, args...)}
 }
 
 func limitError(op string, limit, tried uintptr) {

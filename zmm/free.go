@@ -99,6 +99,8 @@ func (h *Heap) freeSlow(addr uintptr) {
 		h.freeSpecial(addr)
 		return
 	}
+	h.enter(opFree)
+	defer h.exit()
 	s.freeBlock(s.lookup("Free", addr), addr)
 }
 

@@ -15,6 +15,8 @@ import (
 func (h *Heap) GC() uintptr {
 	s := h.st
 	s.checkOpen("GC")
+	h.enter(opGC)
+	defer h.exit()
 	return s.gc("GC", true)
 }
 

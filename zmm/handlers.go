@@ -2,8 +2,6 @@ package zmm
 
 import (
 	"unsafe"
-
-	"github.com/gozmm/zmm/bins"
 )
 
 // Handlers replace or observe a heap's allocation calls, the analog of the
@@ -53,6 +51,8 @@ const (
 func (h *Heap) SetHandlers(hs Handlers) {
 	s := h.st
 	s.checkOpen("SetHandlers")
+	h.enter(opSetHandlers)
+	defer h.exit()
 	if s.special == 0 {
 		// Leave the fast paths: their free lists move to the slow paths'
 		// lists and the own set empties, so Alloc and Free always miss.
@@ -73,6 +73,8 @@ func (h *Heap) RestoreHandlers() {
 		h.hooks = nil
 		return
 	}
+	h.enter(opSetHandlers)
+	defer h.exit()
 	h.hooks = nil
 	s.special &^= specialHooked
 	if s.special == 0 {
@@ -178,24 +180,9 @@ func (h *Heap) allocBuiltin(size uintptr, op string) unsafe.Pointer {
 	if s.special == 0 { // no handlers: the fast path serves the lists
 		return h.Alloc(size)
 	}
-	if size > bins.MaxSize {
-		return s.allocBig(size, op)
-	}
-	bin := smallBin(size) & 31
-	slot := s.dfree[bin]
-	if slot == 0 {
-		return s.refill(bin)
-	}
-	if !s.isFreeSlot(slot) {
-		s.dfree[bin] = 0
-		fail(ErrCorrupted, op, slot,
-			"zmm: heap corrupted: free slot 0x%x of bin %d has a broken link (written after free, or overflow from the block before it)", slot, bin)
-	}
-	s.dfree[bin] = *(*uintptr)(ptr(slot))
-	*(*uintptr)(ptr(slot + 8)) = 0
-	s.size += uintptr(bins.Size[bin])
-	s.peak = max(s.peak, s.size)
-	return ptr(slot)
+	h.enter(opAlloc)
+	defer h.exit()
+	return s.alloc(size, op)
 }
 
 // freeBuiltin is the heap's own Free below any handler.
@@ -213,6 +200,8 @@ func (h *Heap) freeBuiltin(addr uintptr) {
 		return
 	}
 	s.checkOpen("Free")
+	h.enter(opFree)
+	defer h.exit()
 	s.freeBlock(s.lookup("Free", addr), addr)
 }
 

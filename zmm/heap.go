@@ -6,6 +6,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"os"
+	"strconv"
 	"sync/atomic"
 	"unsafe"
 
@@ -30,6 +31,8 @@ import (
 // collector does not look there and may free what it points to.
 type Heap struct {
 	st *heapState
+	// name names the heap in its leak report (script=) and snapshots.
+	name string
 	// dbg holds the Go-side state of a debug, system or guard heap (leak
 	// writer, site cache, the blocks of a system heap); nil otherwise.
 	dbg *debugState
@@ -87,6 +90,9 @@ type heapState struct {
 	nextNum                          uint32
 	deleteBoundary, deleteCount      uint32
 	closed                           uint32
+	// busy names the entry point a slow path of this heap is in, or is
+	// opNone: the one-owner check (owner.go).
+	busy heapOp
 	// special is non-zero for debug, system and guard heaps
 	// (specialMode) and heaps with custom handlers (specialHooked). Such
 	// heaps keep s.free empty and never enter the own set, so the fast
@@ -147,6 +153,10 @@ type config struct {
 	leaksSet bool
 	name     string
 	storage  storage.Storage
+	// guardAlign is the alignment of guard-mode blocks; 0 places each
+	// block's end against its guard page (see WithGuardAlignment).
+	guardAlign    uintptr
+	guardAlignSet bool
 }
 
 // AllocMode says where a heap's blocks come from.
@@ -186,6 +196,25 @@ func WithDebug(on bool) Option { return func(c *config) { c.debug = &on } }
 // WithAllocMode chooses where blocks come from, whatever ZMM_ALLOC says.
 func WithAllocMode(m AllocMode) Option { return func(c *config) { c.mode = &m } }
 
+// WithGuardAlignment sets how guard-mode blocks are placed, whatever
+// ZMM_GUARD_ALIGN says; other modes ignore it.
+//
+// By default (align 0) a guard-mode block ends exactly where its guard
+// page begins, so a write one byte past its end faults on the spot, as
+// Electric Fence does with EF_ALIGNMENT=1. The block is then aligned to the
+// largest power of two, up to 16, that divides its size: a Go value or
+// slice of a type whose size is n is always aligned for that type, since
+// Go types' sizes are multiples of their alignment; a 100-byte buffer is
+// 4-byte aligned. With align a power of two from 1 to 4096, every block is
+// aligned to align and up to align-1 bytes may lie between its end and the
+// guard page: they hold a canary that Free, Realloc and Check verify, so a
+// write there is reported at the next of those calls, not on the spot.
+// Use 8 where code needs the 8-byte alignment of the other modes for every
+// size. New refuses any other value (ErrConfig).
+func WithGuardAlignment(align uintptr) Option {
+	return func(c *config) { c.guardAlign, c.guardAlignSet = align, true }
+}
+
 // WithLeakReport sets where a debug heap writes its leak report (stderr by
 // default); nil silences it (ZEND_ALLOC_PRINT_LEAKS=0). Leaks stays
 // available. The report is written by the goroutine that calls Reset or
@@ -195,14 +224,37 @@ func WithLeakReport(w io.Writer) Option {
 	return func(c *config) { c.leaks, c.leaksSet = w, true }
 }
 
-// WithName names the heap in its leak report (the report's script=).
+// WithName names the heap: in its leak report (the report's script=),
+// in Snapshot and in the tools that show it. The default is "-".
 func WithName(name string) Option { return func(c *config) { c.name = name } }
 
+// Name returns the heap's name (WithName, SetName; "-" if none).
+func (h *Heap) Name() string { return h.name }
+
+// SetName renames the heap: in its leak report (the report's script=), as
+// the Zend MM names the script of the request that leaked, and in
+// snapshots. A server that reuses one heap for many requests sets it at
+// each request start. An empty name is "-".
+func (h *Heap) SetName(name string) {
+	if name == "" {
+		name = "-"
+	}
+	h.name = name
+}
+
 // envConfig fills in what the options left open from ZMM_DEBUG and
-// ZMM_ALLOC.
+// ZMM_ALLOC. A value it does not accept is an error naming the variable
+// (ErrConfig), never silently the default.
 func (c *config) envConfig() error {
 	if c.debug == nil {
-		on := os.Getenv("ZMM_DEBUG") == "1"
+		on := false
+		if v, set := os.LookupEnv("ZMM_DEBUG"); set && v != "" {
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				return configError("ZMM_DEBUG=%q: want 1, t, true, TRUE, True or 0, f, false, FALSE, False (strconv.ParseBool)", v)
+			}
+			on = b
+		}
 		c.debug = &on
 	}
 	if c.mode == nil {
@@ -214,9 +266,20 @@ func (c *config) envConfig() error {
 		case "guard":
 			m = ModeGuard
 		default:
-			return fmt.Errorf("zmm: ZMM_ALLOC=%q: want system, guard or chunks", v)
+			return configError("ZMM_ALLOC=%q: want system, guard or chunks", v)
 		}
 		c.mode = &m
+	}
+	if !c.guardAlignSet {
+		if v := os.Getenv("ZMM_GUARD_ALIGN"); v != "" {
+			n, err := strconv.ParseUint(v, 10, 64)
+			if err != nil || !validGuardAlign(uintptr(n)) {
+				return configError("ZMM_GUARD_ALIGN=%q: want 0 (each block against its guard page) or a power of two from 1 to 4096", v)
+			}
+			c.guardAlign = uintptr(n)
+		}
+	} else if !validGuardAlign(c.guardAlign) {
+		return configError("WithGuardAlignment(%d): want 0 (each block against its guard page) or a power of two from 1 to 4096", c.guardAlign)
 	}
 	if !c.leaksSet {
 		c.leaks = os.Stderr
@@ -226,6 +289,8 @@ func (c *config) envConfig() error {
 	}
 	return nil
 }
+
+func validGuardAlign(a uintptr) bool { return a == 0 || a <= 4096 && a&(a-1) == 0 }
 
 // WithLimit sets the heap's memory limit in bytes (memory_limit). The
 // limit is checked, as in the Zend MM, against the memory mapped from the
@@ -250,7 +315,7 @@ func New(opts ...Option) (*Heap, error) {
 	if isOS(st) {
 		st = nil
 	} else if *cfg.mode != ModeChunks {
-		return nil, fmt.Errorf("zmm: WithStorage(%v) needs chunks mode, not %v mode (ZMM_ALLOC or WithAllocMode), which maps every block on its own", st, *cfg.mode)
+		return nil, configError("WithStorage(%v) needs chunks mode, not %v mode (ZMM_ALLOC or WithAllocMode), which maps every block on its own", st, *cfg.mode)
 	}
 	base, err := mapMain(st)
 	if err != nil {
@@ -276,7 +341,7 @@ func New(opts ...Option) (*Heap, error) {
 		s.hasStorage = true
 		storages.Store(id, st)
 	}
-	h := &Heap{st: s}
+	h := &Heap{st: s, name: cfg.name}
 	if *cfg.debug || *cfg.mode != ModeChunks {
 		s.special = specialMode
 		s.debug = *cfg.debug
@@ -372,7 +437,12 @@ func (s *heapState) allocPages(n uint32, op string, tried uintptr) (*chunk.Heade
 	retried := false
 	for {
 		c := hdr(s.main)
-		for steps := 0; ; steps++ {
+		for steps := uint32(0); ; steps++ {
+			if steps >= s.chunks {
+				// More chunks than the heap has: the ring is broken
+				// into a loop that misses the main chunk.
+				fail(ErrCorrupted, op, c.Base(), "zmm: heap corrupted: chunk list broken at chunk 0x%x", c.Base())
+			}
 			if start, ok := c.FindRun(n); ok {
 				if steps > 2 && n < 8 {
 					s.moveToFront(c)
@@ -565,9 +635,10 @@ func (h *Heap) Reset() {
 	if hk := h.hooks; hk != nil && hk.Reset != nil {
 		hk.Reset()
 	}
+	h.enter(opReset)
+	defer h.exit()
+	s.checkRing("Reset")
 	if d := h.dbg; d != nil {
-		d.enter("Reset")
-		defer d.exit()
 		h.reportLeaks()
 		if s.mode != ModeChunks {
 			h.sysReleaseAll()
@@ -608,9 +679,11 @@ func (h *Heap) Close() {
 	if s.closed != 0 {
 		return
 	}
+	// The heap stays busy to the end: its state is unmapped with the main
+	// chunk, so there is nothing to clear afterwards.
+	s.checkRing("Close")
+	h.enter(opClose)
 	if d := h.dbg; d != nil {
-		d.enter("Close")
-		defer d.exit()
 		h.reportLeaks()
 		if s.mode != ModeChunks {
 			h.sysReleaseAll()

@@ -35,16 +35,20 @@ func (h *Heap) reallocChunks(addr uintptr, size uintptr) unsafe.Pointer {
 	s := h.st
 	// A small block that passes Free's fast-path test (zend_mm_realloc_heap's
 	// small case) stays if the new size is in its bin, and moves otherwise.
-	if bin, ok := s.handedOut(addr); ok {
-		if size <= bins.MaxSize && smallBin(size) == bin {
-			return ptr(addr)
-		}
-		return h.reallocMove(ptr(addr), uintptr(bins.Size[bin]), size)
-	}
-	if addr == 0 {
-		return h.allocBuiltin(size, "Realloc")
+	bin, small := s.handedOut(addr)
+	if small && size <= bins.MaxSize && smallBin(size) == bin {
+		return ptr(addr)
 	}
 	s.checkOpen("Realloc")
+	h.enter(opRealloc)
+	defer h.exit()
+	if small {
+		b := block{kind: kindSmall, c: hdr(addr &^ (chunk.Size - 1)), bin: bin, size: uintptr(bins.Size[bin&31])}
+		return s.reallocMove(addr, b, size)
+	}
+	if addr == 0 {
+		return s.alloc(size, "Realloc")
+	}
 	b := s.lookup("Realloc", addr)
 	switch b.kind {
 	case kindSmall:
@@ -62,7 +66,7 @@ func (h *Heap) reallocChunks(addr uintptr, size uintptr) unsafe.Pointer {
 			}
 		}
 	}
-	return h.reallocMove(ptr(addr), b.size, size)
+	return s.reallocMove(addr, b, size)
 }
 
 // resizeLarge resizes a page run in place if it can (zend_mm_realloc_heap,
@@ -88,15 +92,14 @@ func (s *heapState) resizeLarge(b block, size uintptr) bool {
 	return false
 }
 
-// reallocMove allocates, copies and frees. The peak is not raised by the
-// moment both blocks exist (zend_mm_realloc_slow).
-func (h *Heap) reallocMove(p unsafe.Pointer, oldSize, size uintptr) unsafe.Pointer {
-	s := h.st
+// reallocMove allocates, copies and frees the block b at addr. The peak is
+// not raised by the moment both blocks exist (zend_mm_realloc_slow).
+func (s *heapState) reallocMove(addr uintptr, b block, size uintptr) unsafe.Pointer {
 	peak := s.peak
-	q := h.allocBuiltin(size, "Realloc")
-	n := min(oldSize, size)
-	copy(unsafe.Slice((*byte)(q), n), unsafe.Slice((*byte)(p), n))
-	h.freeBuiltin(uintptr(p))
+	q := s.alloc(size, "Realloc")
+	n := min(b.size, size)
+	copy(unsafe.Slice((*byte)(q), n), unsafe.Slice((*byte)(ptr(addr)), n))
+	s.freeBlock(b, addr)
 	s.peak = max(peak, s.size)
 	return q
 }

@@ -130,21 +130,15 @@ func siteRecord(s Site) SiteRecord { return SiteRecord{s.Function, s.File, s.Lin
 func (h *Heap) Snapshot() *Snapshot {
 	s := h.st
 	s.checkOpen("Snapshot")
-	if d := h.dbg; d != nil {
-		d.enter("Snapshot")
-		defer d.exit()
-	}
+	h.enter(opSnapshot)
+	defer h.exit()
 	st := h.statsLocked("Snapshot")
-	name := "-"
-	if h.dbg != nil {
-		name = h.dbg.name
-	}
 	var storage string
 	if s.hasStorage {
 		storage = s.store().String()
 	}
 	snap := &Snapshot{
-		Version: SnapshotVersion, Name: name, Time: time.Now(), Storage: storage,
+		Version: SnapshotVersion, Name: h.name, Time: time.Now(), Storage: storage,
 		Mode: s.mode.String(), Debug: s.debug,
 		OSPageSize: uint64(chunk.OSPageSize()), PageSize: chunk.PageSize, ChunkSize: chunk.Size,
 		Stats: SnapshotStats{

@@ -52,6 +52,8 @@ func (h *Heap) Mode() AllocMode { return h.st.mode }
 func (h *Heap) SetLimit(limit uintptr) error {
 	s := h.st
 	s.checkOpen("SetLimit")
+	h.enter(opSetLimit)
+	defer h.exit()
 	if limit < s.realSize {
 		cached := uintptr(s.cachedChunks)*chunk.Size + s.huge.cacheBytes
 		if limit < s.realSize-cached {
@@ -104,11 +106,10 @@ type BinStats struct {
 // It costs time in proportion to the heap's size; the fast path keeps no
 // per-bin counters.
 func (h *Heap) Stats() Stats {
-	h.st.checkOpen("Stats")
-	if d := h.dbg; d != nil {
-		d.enter("Stats")
-		defer d.exit()
-	}
+	s := h.st
+	s.checkOpen("Stats")
+	h.enter(opStats)
+	defer h.exit()
 	return h.statsLocked("Stats")
 }
 

@@ -15,9 +15,10 @@ import (
 // tools that watch allocations one by one (the race detector, -asan) see
 // each block. Guard mode (ModeGuard, ZMM_ALLOC=guard) maps every block on
 // its own, ending against a PROT_NONE page: a write past the end faults at
-// once, with the Go stack trace. Blocks are aligned to 8 bytes, so up to 7
-// bytes of slack may lie between the end of the block and the guard page;
-// they hold a canary checked at Free and by Check.
+// once, with the Go stack trace. By default a block ends exactly at its
+// guard page (see WithGuardAlignment); with an alignment chosen, up to
+// align-1 bytes of slack may lie between the end of the block and the guard
+// page, holding a canary checked at Free, Realloc and by Check.
 //
 // Both modes keep the statistics of the chunk mode: Usage counts each
 // block's class size (bin, pages or huge rounding), and RealUsage is the
@@ -48,6 +49,19 @@ func (b *sysBlock) data(addr uintptr) unsafe.Pointer {
 // the frame table does for chunk heaps. Only those modes, meant for
 // debugging, pay for it.
 var sysOwners sync.Map // uintptr → uint32
+
+// blockAlign is the alignment of a guard-mode block of size bytes: the
+// chosen one, or the largest power of two up to 16 that divides size, which
+// puts the block's end against the guard page.
+func (d *debugState) blockAlign(size uintptr) uintptr {
+	if d.guardAlign != 0 {
+		return d.guardAlign
+	}
+	if size == 0 {
+		return 16
+	}
+	return min(16, size&-size)
+}
 
 // classOf is the class size a block of size bytes has in chunk mode.
 func classOf(op string, size uintptr) uintptr {
@@ -86,7 +100,7 @@ func (h *Heap) sysAlloc(size uintptr, op string, site, orig uintptr) unsafe.Poin
 		}
 		b.base, b.len = uintptr(base), data+ps
 		end := uintptr(base) + data
-		start := (end - size) &^ 7
+		start := (end - size) &^ (d.blockAlign(size) - 1)
 		p = ptr(start)
 		slack := unsafe.Slice((*byte)(ptr(start+size)), end-start-size)
 		for i := range slack {

@@ -18,21 +18,22 @@ import (
 // What a helper returns points into the heap: it is valid until it is
 // freed, or the heap is Reset or Closed.
 
-var pointerFreeTypes sync.Map // reflect.Type → error (nil when the type is fine)
+var pointerFreeTypes sync.Map // reflect.Type → the refusal's message ("" when the type is fine)
 
-// checkPointerFree panics if T contains Go pointers.
-func checkPointerFree[T any]() {
+// checkPointerFree panics with a *Error (ErrGoPointer) naming the field if
+// T contains Go pointers. op is the helper that asks.
+func checkPointerFree[T any](op string) {
 	t := reflect.TypeFor[T]()
 	v, ok := pointerFreeTypes.Load(t)
 	if !ok {
-		var err error
+		var msg string
 		if where, kind := findPointer(t, t.String()); where != "" {
-			err = fmt.Errorf("zmm: type %v cannot live in zmm memory: %s is %s, a Go pointer the garbage collector would not see", t, where, kind)
+			msg = fmt.Sprintf("zmm: type %v cannot live in zmm memory: %s is %s, a Go pointer the garbage collector would not see", t, where, kind)
 		}
-		v, _ = pointerFreeTypes.LoadOrStore(t, err)
+		v, _ = pointerFreeTypes.LoadOrStore(t, msg)
 	}
-	if err, _ := v.(error); err != nil {
-		panic(err)
+	if msg := v.(string); msg != "" {
+		panic(&Error{Kind: ErrGoPointer, Op: op, Msg: msg})
 	}
 }
 
@@ -67,7 +68,7 @@ func findPointer(t reflect.Type, path string) (string, string) {
 
 // AllocOf returns a new zeroed T in h (ecalloc of one T).
 func AllocOf[T any](h *Heap) *T {
-	checkPointerFree[T]()
+	checkPointerFree[T]("AllocOf")
 	var zero T
 	return (*T)(h.Calloc(1, unsafe.Sizeof(zero)))
 }
@@ -81,7 +82,7 @@ func FreeOf[T any](h *Heap, p *T) {
 // (c below n is taken as n). The element count is checked for overflow.
 // A capacity of 0 gives an empty slice that owns no block.
 func MakeSlice[T any](h *Heap, n, c int) []T {
-	checkPointerFree[T]()
+	checkPointerFree[T]("MakeSlice")
 	if n < 0 || c < 0 {
 		fail(ErrOverflow, "MakeSlice", 0, "zmm: MakeSlice of negative length %d or capacity %d", n, c)
 	}
@@ -100,7 +101,7 @@ func MakeSlice[T any](h *Heap, n, c int) []T {
 // (erealloc): the elements up to len(s) are kept, the new room is zeroed.
 // s must be a slice that MakeSlice or GrowSlice returned, or nil.
 func GrowSlice[T any](h *Heap, s []T, c int) []T {
-	checkPointerFree[T]()
+	checkPointerFree[T]("GrowSlice")
 	if c <= cap(s) {
 		return s
 	}
