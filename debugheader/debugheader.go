@@ -147,26 +147,40 @@ func Check(key uintptr, block unsafe.Pointer, blockSize uintptr) (Damage, bool) 
 // Fill marks a freed block: the bytes from FreeFillFrom to its end become
 // FreeFill.
 func Fill(block unsafe.Pointer, blockSize uintptr) {
-	b := unsafe.Slice((*byte)(unsafe.Add(block, FreeFillFrom)), blockSize-FreeFillFrom)
-	for len(b) > 0 {
-		b = b[copy(b, freeFill[:]):]
-	}
+	FillBytes(unsafe.Add(block, FreeFillFrom), blockSize-FreeFillFrom)
 }
 
 // CheckFill returns the offset from the block start of the first byte of a
 // freed block that is no longer FreeFill, or false if the fill is intact.
 func CheckFill(block unsafe.Pointer, blockSize uintptr) (uintptr, bool) {
-	b := unsafe.Slice((*byte)(unsafe.Add(block, FreeFillFrom)), blockSize-FreeFillFrom)
-	for off := uintptr(FreeFillFrom); len(b) > 0; {
-		n := min(len(b), len(freeFill))
-		if !bytes.Equal(b[:n], freeFill[:n]) {
-			for i, v := range b[:n] {
+	off, bad := CheckFillBytes(unsafe.Add(block, FreeFillFrom), blockSize-FreeFillFrom)
+	return off + FreeFillFrom, bad
+}
+
+// FillBytes sets the n bytes at p to FreeFill: freed memory that has no
+// record of its own, such as the part of a freed page run that stays free
+// when the rest is handed out again.
+func FillBytes(p unsafe.Pointer, n uintptr) {
+	b := unsafe.Slice((*byte)(p), n)
+	for len(b) > 0 {
+		b = b[copy(b, freeFill[:]):]
+	}
+}
+
+// CheckFillBytes returns the offset from p of the first of the n bytes at
+// p that is not FreeFill, or false if all are.
+func CheckFillBytes(p unsafe.Pointer, n uintptr) (uintptr, bool) {
+	b := unsafe.Slice((*byte)(p), n)
+	for off := uintptr(0); len(b) > 0; {
+		k := min(len(b), len(freeFill))
+		if !bytes.Equal(b[:k], freeFill[:k]) {
+			for i, v := range b[:k] {
 				if v != FreeFill {
 					return off + uintptr(i), true
 				}
 			}
 		}
-		b, off = b[n:], off+uintptr(n)
+		b, off = b[k:], off+uintptr(k)
 	}
 	return 0, false
 }

@@ -89,7 +89,7 @@ var bpOpNames = [bpOps]string{"Free", "Realloc", "BlockSize"}
 
 // bpBlock is a block the test laid out.
 type bpBlock struct {
-	what string  // for messages: "small", "large", "huge", "cached huge", ...
+	what string  // for messages: "small", "large", "huge", "cached huge", "quarantined huge", ...
 	addr uintptr // the block's start in memory (before the debug record)
 	size uintptr // the memory it takes: class size, page run, or mapping
 	user uintptr // the pointer the heap handed out
@@ -249,7 +249,12 @@ func bpNewWorld(tb testing.TB) *bpWorld {
 			bh.h.Free(unsafe.Add(nil, b.user))
 			if b.huge {
 				b.what = "cached huge"
-				if b.size > 64<<20 {
+				switch {
+				case bh.hdr != 0:
+					// A debug heap quarantines it: inaccessible, never
+					// cached.
+					b.what = "quarantined huge"
+				case b.size > 64<<20:
 					b.what = "unmapped huge"
 				}
 			} else {
@@ -266,7 +271,7 @@ func bpNewWorld(tb testing.TB) *bpWorld {
 			switch b.what {
 			case "cached huge":
 				want = chunk.FrameCachedHuge
-			case "unmapped huge":
+			case "unmapped huge", "quarantined huge":
 				want = chunk.FrameFreedHuge
 			default:
 				want = chunk.FrameChunk

@@ -929,10 +929,12 @@ func (r *opsRun) pageOutcomes(p opsPre, err error, class uintptr, freeOld func(o
 	return outs
 }
 
-// opsFreeEffect returns what freeing a block of class size class does to an
+// freeEffect returns what freeing a block of class size class does to an
 // outcome: nothing (small), maybe unmaps its chunk (large), retires the
-// mapping to the cache (huge).
-func opsFreeEffect(class uintptr) func(opsOutcome) opsOutcome {
+// mapping to the cache (huge), or, on a debug heap, gives the mapping's
+// memory back and keeps it out of the cache (huge: it is quarantined,
+// inaccessible, so that a use after free faults).
+func (r *opsRun) freeEffect(class uintptr) func(opsOutcome) opsOutcome {
 	return func(o opsOutcome) opsOutcome {
 		switch modelKind(class) {
 		case modelLarge:
@@ -943,6 +945,9 @@ func opsFreeEffect(class uintptr) func(opsOutcome) opsOutcome {
 			o.ru = ru
 		case modelHuge:
 			cache, unmapped := modelRetire(o.cache, class)
+			if r.debug {
+				cache, unmapped = o.cache, class
+			}
 			ru := make([]uintptr, len(o.ru))
 			for i, v := range o.ru {
 				ru[i] = v - unmapped
@@ -1112,7 +1117,7 @@ func (r *opsRun) freeOp(b *opsBlock) {
 	r.unplace(b)
 	i := slices.Index(r.order, b)
 	r.order = slices.Delete(r.order, i, i+1)
-	outs := []opsOutcome{opsFreeEffect(b.class)(opsOutcome{cache: r.cache, ru: []uintptr{ru}})}
+	outs := []opsOutcome{r.freeEffect(b.class)(opsOutcome{cache: r.cache, ru: []uintptr{ru}})}
 	if modelKind(b.class) == modelHuge {
 		r.dropHuge(b)
 	}
@@ -1154,11 +1159,11 @@ func (r *opsRun) reallocOp(b *opsBlock, size uintptr) {
 		r.expectHuge(err, plan, r.internal(size), p)
 		o := opsOutcome{cache: plan.cache, ru: []uintptr{plan.ru}}
 		if err == nil {
-			o = opsFreeEffect(oc)(o)
+			o = r.freeEffect(oc)(o)
 		}
 		outs = []opsOutcome{o}
 	default:
-		outs = r.pageOutcomes(p, err, nc, opsFreeEffect(oc))
+		outs = r.pageOutcomes(p, err, nc, r.freeEffect(oc))
 	}
 	if inPlace && err != nil {
 		r.failf("an in-place Realloc failed: %v", err)

@@ -42,11 +42,19 @@ type debugState struct {
 	// found (slot → bin): free, but on no list, so statistics count them
 	// here.
 	quarantined map[uintptr]uint32
+	// freedRuns are the freed page runs of a debug heap whose fill is
+	// not checked yet, by chunk base; quarantine the freed huge mappings
+	// kept inaccessible, oldest first (poison.go).
+	freedRuns       map[uintptr][]freedRun
+	quarantine      [quarantineMaxBlocks]hugeRec
+	quarantineN     int // quarantine[:quarantineN], oldest first
+	quarantineBytes uintptr
 }
 
 func newDebugState(cfg config) *debugState {
 	return &debugState{out: cfg.leaks, guardAlign: cfg.guardAlign,
-		sys: map[uintptr]*sysBlock{}, freed: map[uintptr]struct{}{}, quarantined: map[uintptr]uint32{}}
+		sys: map[uintptr]*sysBlock{}, freed: map[uintptr]struct{}{}, quarantined: map[uintptr]uint32{},
+		freedRuns: map[uintptr][]freedRun{}}
 }
 
 // siteCache remembers which program counters belong to zmm itself, so that
@@ -274,9 +282,10 @@ func (h *Heap) debugRelease(b block, addr uintptr) {
 		debugheader.Fill(start, b.size)
 		s.pushFree(uintptr(start), b.bin)
 	case kindLarge:
+		h.poisonRun(b, addr)
 		s.freeLarge(b.c, b.page, b.pages)
 	case kindHuge:
-		s.freeHuge(b.huge)
+		h.quarantineHuge(s.dropHuge(b.huge))
 	}
 }
 
@@ -438,6 +447,7 @@ func (h *Heap) Check() error {
 		r := s.huge.at(i)
 		probs = h.checkLive(probs, ptr(r.addr), r.size)
 	}
+	probs = h.dbg.checkFreedRuns(probs)
 	return checkResult(probs)
 }
 

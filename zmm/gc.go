@@ -101,6 +101,11 @@ func (s *heapState) gc(op string, release bool) uintptr {
 		}
 		addr = next
 	}
+	if release && s.debug && s.mode == ModeChunks {
+		// The free pages just released read back as zeros: their fill
+		// is gone (poison.go).
+		debugStateOf(s.id).forgetRuns()
+	}
 	freed += s.dropCache()
 	freed += s.dropHugeCache()
 	return freed

@@ -350,6 +350,7 @@ func New(opts ...Option) (*Heap, error) {
 		if s.debug && s.mode == ModeChunks {
 			s.linkOff = 16
 			s.hdr = debugheader.Size
+			debugHeaps.Store(id, h.dbg)
 		}
 	}
 	c := chunk.At(base)
@@ -444,6 +445,9 @@ func (s *heapState) allocPages(n uint32, op string, tried uintptr) (*chunk.Heade
 				fail(ErrCorrupted, op, c.Base(), "zmm: heap corrupted: chunk list broken at chunk 0x%x", c.Base())
 			}
 			if start, ok := c.FindRun(n); ok {
+				if s.debug && s.mode == ModeChunks {
+					s.checkFreedPages(op, c, start, n)
+				}
 				if steps > 2 && n < 8 {
 					s.moveToFront(c)
 				}
@@ -588,6 +592,7 @@ func (s *heapState) deleteChunk(c *chunk.Header) {
 
 func (s *heapState) cacheChunk(c *chunk.Header) {
 	s.dropOwn(c.Base())
+	s.forgetChunk(c.Base())
 	c.Next = s.cached
 	s.cached = c.Base()
 	s.cachedChunks++
@@ -598,6 +603,7 @@ func (s *heapState) cacheChunk(c *chunk.Header) {
 // frame table, so that a stale pointer into it is reported as such.
 func (s *heapState) unmapChunk(addr uintptr) {
 	s.dropOwn(addr)
+	s.forgetChunk(addr)
 	chunk.SetFrame(addr, chunk.MakeFrame(chunk.FrameFreedChunk, s.id, 0))
 	if err := s.unmapChunks(addr, chunk.Size); err != nil {
 		fail(ErrCorrupted, "munmap", addr, "zmm: munmap of chunk 0x%x failed: %v", addr, err)
@@ -644,6 +650,7 @@ func (h *Heap) Reset() {
 			h.sysReleaseAll()
 		}
 		clear(d.quarantined)
+		d.forgetRuns()
 	}
 	s.freeAllHuge()
 	for addr := hdr(s.main).Next; addr != s.main; {
@@ -703,6 +710,10 @@ func (h *Heap) Close() {
 	s.unmapChunk(s.main) // the state dies with it
 	if hasStorage {
 		storages.Delete(id)
+	}
+	if d := h.dbg; d != nil {
+		debugHeaps.Delete(id)
+		d.releaseQuarantine()
 	}
 }
 

@@ -132,8 +132,14 @@ func (s *heapState) allocHuge(size uintptr, op string) unsafe.Pointer {
 	return ptr(addr)
 }
 
-// freeHuge drops the block at index idx (zend_mm_free_huge).
+// freeHuge frees the block at index idx (zend_mm_free_huge).
 func (s *heapState) freeHuge(idx uint32) {
+	s.retireHuge(s.dropHuge(idx))
+}
+
+// dropHuge takes the block at index idx out of the huge table and the
+// usage, and returns it; its mapping is the caller's to retire.
+func (s *heapState) dropHuge(idx uint32) hugeRec {
 	t := &s.huge
 	r := *t.at(idx)
 	last := t.n - 1
@@ -144,7 +150,7 @@ func (s *heapState) freeHuge(idx uint32) {
 	}
 	t.n--
 	s.size -= r.size
-	s.retireHuge(r)
+	return r
 }
 
 // retireHuge caches a freed huge mapping, or unmaps it.
