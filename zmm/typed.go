@@ -139,13 +139,14 @@ func CopyString(h *Heap, s string) string {
 	return unsafe.String((*byte)(p), len(s))
 }
 
-// CopyBytes copies s into h and returns the copy as a []byte of length
-// len(s) (capacity the block's size). The lifetime rule of CopyString
-// applies.
-func CopyBytes(h *Heap, s string) []byte {
-	b := h.AllocBytes(len(s))
-	copy(b, s)
-	return b
+// CopyBytes copies b into h and returns the copy, of length len(b) and
+// capacity the block's size: bytes.Clone into the heap. Free it with
+// h.FreeBytes. The lifetime rule of CopyString applies. (To copy a string
+// into a []byte of h, allocate with h.AllocBytes and copy.)
+func CopyBytes(h *Heap, b []byte) []byte {
+	c := h.AllocBytes(len(b))
+	copy(c, b)
+	return c
 }
 
 // FreeString frees a string that CopyString returned. An empty string owns

@@ -111,8 +111,10 @@ func TestCopyStringAndBytes(t *testing.T) {
 	s := zmm.CopyString(h, string(src))
 	src[0] = 'X' // the copy does not share the caller's bytes
 	assert.Equal(t, "request-scoped", s)
-	b := zmm.CopyBytes(h, "abc")
-	assert.Equal(t, []byte("abc"), b)
+	raw := []byte("abc")
+	b := zmm.CopyBytes(h, raw)
+	raw[0] = 'X'
+	assert.Equal(t, []byte("abc"), b, "a copy, not the caller's bytes")
 	assert.Equal(t, "", zmm.CopyString(h, ""))
 	zmm.FreeString(h, s)
 	zmm.FreeString(h, "")

@@ -58,7 +58,7 @@ func TestHeapInHandler(t *testing.T) {
 		require.NotNil(t, h)
 		assert.Same(t, h, zmmhttp.HeapFrom(r.Context()))
 		assert.Equal(t, 1, p.Stats().InUse)
-		buf := zmm.CopyBytes(h, "hello from zmm")
+		buf := zmm.CopyBytes(h, []byte("hello from zmm"))
 		_, err := w.Write(buf) // copied by the ResponseWriter
 		assert.NoError(t, err)
 	})
