@@ -76,11 +76,15 @@ func DontNeed(addr, size uintptr) { chunk.Release(ptr(addr), size) }
 // to 2 MiB is used, so the range must hold at least one 2 MiB-aligned
 // 2 MiB slot; it must lie below 2^48 (zmm's frame table covers no more).
 //
-// The memory must be mapped read/write, must not be Go heap memory (a []byte
-// from make: the garbage collector may move or free it, and zmm's blocks
-// would be invisible to it), and must stay mapped until the region is
-// closed (Close), which it can be once every heap over it is closed.
-// NewRegion refuses, with an error naming the range:
+// The memory must be mapped read/write and must stay mapped until the
+// region is closed (Close), which it can be once every heap over it is
+// closed. NewRegion refuses, with an error naming the range:
+//   - Go heap memory (errors.Is ErrGoMemory): a []byte from make, new or
+//     append, a goroutine's stack. The garbage collector may free or reuse
+//     it under the heaps, and zmm's blocks would be invisible to it. Map
+//     the memory instead (unix.Mmap, chunk.Map). It is found by asking the
+//     runtime about each 2 MiB slot (see goheap.go); memory of a Go global
+//     variable is not the heap's and is not refused.
 //   - a range that overlaps the slots of an open Region (errors.Is
 //     ErrOverlap): two heaps over the same memory would overwrite each
 //     other. The message names both ranges.
@@ -109,6 +113,15 @@ func (r *Region) init(addr, size uintptr, name string) error {
 	end := (addr + size) &^ (chunk.Size - 1)
 	if start >= end {
 		return fmt.Errorf("storage: %s holds no 2 MiB-aligned 2 MiB slot: map at least 4 MiB, or 2 MiB at a 2 MiB-aligned address", name)
+	}
+	// A 2 MiB-aligned slot lies inside one of the runtime's heap arenas
+	// (64 MiB, or 4 MiB, aligned) or outside all of them, and every page of
+	// a Go allocation of 2 MiB or more is known to the runtime: one look
+	// per slot finds a region over a []byte from make.
+	for a := start; a < end; a += chunk.Size {
+		if inGoHeap(a) {
+			return errorOf(ErrGoMemory, "storage: %s is Go heap memory at %#x: the garbage collector may free or reuse it under the heaps and cannot see their blocks; map the memory instead (unix.Mmap, chunk.Map)", name, a)
+		}
 	}
 	slots := (end - start) >> chunk.Shift
 	r.name = name

@@ -6,6 +6,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"unsafe"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -162,6 +163,19 @@ func TestRegionOverSharedMemoryIsRefused(t *testing.T) {
 	_, err = storage.NewRegion(s.Addr(), slot)
 	require.ErrorIs(t, err, storage.ErrOverlap)
 	require.NoError(t, s.Unmap(a, slot))
+}
+
+func TestRegionOverGoMemoryIsRefused(t *testing.T) {
+	mem := make([]byte, 8<<20)
+	addr := uintptr(unsafe.Pointer(&mem[0]))
+	r, err := storage.NewRegion(addr, uintptr(len(mem)))
+	assert.Nil(t, r)
+	require.ErrorIs(t, err, storage.ErrGoMemory)
+	assert.Regexp(t, `^storage: region 0x[0-9a-f]+\+8 MiB is Go heap memory at 0x[0-9a-f]+: `+
+		`the garbage collector may free or reuse it under the heaps and cannot see their blocks; `+
+		`map the memory instead \(unix\.Mmap, chunk\.Map\)$`, err.Error())
+	runtime.KeepAlive(mem)
+
 }
 
 // TestRegionRegistryConcurrentUse opens and closes regions over random

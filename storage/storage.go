@@ -75,6 +75,10 @@ var ErrFull = errors.New("storage: no room")
 // message names both.
 var ErrOverlap = errors.New("storage: memory in use by zmm")
 
+// ErrGoMemory is what NewRegion's error is (errors.Is) when the range is Go
+// heap memory (a []byte from make, for example).
+var ErrGoMemory = errors.New("storage: Go heap memory")
+
 // ErrInUse is what a Region's Close returns (errors.Is) while heaps still
 // hold mappings of it.
 var ErrInUse = errors.New("storage: region in use")
