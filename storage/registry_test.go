@@ -165,6 +165,18 @@ func TestRegionOverSharedMemoryIsRefused(t *testing.T) {
 	require.NoError(t, s.Unmap(a, slot))
 }
 
+func TestSharedCloseFreesItsRange(t *testing.T) {
+	s, err := storage.NewMemfd("zmm-test", 2*slot)
+	require.NoError(t, err)
+	require.NoError(t, s.Close())
+	// The range is unmapped now; NewRegion does not touch memory, so this
+	// only asks the registry whether the Shared left it.
+	r, err := storage.NewRegion(s.Addr(), s.Size())
+	require.NoError(t, err)
+	require.NoError(t, r.Close())
+	runtime.KeepAlive(s) // open or not, it must not be collected before the check
+}
+
 func TestRegionOverGoMemoryIsRefused(t *testing.T) {
 	mem := make([]byte, 8<<20)
 	addr := uintptr(unsafe.Pointer(&mem[0]))
