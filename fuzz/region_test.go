@@ -5,12 +5,16 @@ package fuzz
 // where first fit puts it, never overlap another, fail exactly when no run
 // of free slots holds it, and a bad call (wrong size, an address that
 // starts no mapping, growing by Truncate) must fail and change nothing.
+// Every input ends by closing the region, which must fail while a mapping
+// is live and succeed once all are unmapped; the next input makes a new
+// region over the same memory, which only a closed region allows.
 //
 // A program is a byte string: an opcode byte (low 3 bits pick the
 // operation) followed by its arguments, 2 bytes for a size and 1 byte to
 // pick a live mapping. Missing bytes read as 0.
 
 import (
+	"errors"
 	"slices"
 	"sync"
 	"testing"
@@ -243,5 +247,23 @@ func FuzzRegion(f *testing.F) {
 			p.step(op)
 			p.check(op)
 		}
+		p.close()
 	})
+}
+
+// close unmaps what is left and closes the region.
+func (p *regionRun) close() {
+	if len(p.starts) != 0 {
+		if err := p.r.Close(); !errors.Is(err, storage.ErrInUse) {
+			p.t.Fatalf("Close with %d live mappings: %v, want ErrInUse", len(p.starts), err)
+		}
+	}
+	for _, i := range p.starts {
+		if err := p.r.Unmap(p.addr(i), p.maps[i]); err != nil {
+			p.t.Fatalf("Unmap(%#x, %d) before closing: %v", p.addr(i), p.maps[i], err)
+		}
+	}
+	if err := p.r.Close(); err != nil {
+		p.t.Fatalf("Close with no live mapping: %v", err)
+	}
 }

@@ -23,11 +23,27 @@ import (
 // WithRelease: it cannot know what its memory is, and madvise(MADV_DONTNEED)
 // means different things for private, shared and device memory.
 //
+// No two open Regions cover the same memory: NewRegion refuses a range
+// that overlaps an open Region's slots (a process-wide registry keeps
+// them). Close takes a Region out of that registry once no heap holds
+// memory of it, so that its memory may be reused, by a new Region for
+// example; unmap the memory only after Close. A Region dropped without
+// Close stays registered until the garbage collector finds it unreachable
+// (the registry holds it weakly, and no heap is over it then: a heap keeps
+// its storage reachable until it is closed); NewRegion runs the collector
+// once before refusing a range for such a Region, so the answer does not
+// depend on when it last ran. A weak pointer rather than runtime.AddCleanup:
+// a cleanup runs later, on a goroutine of its own, and nothing can wait for
+// it.
+//
 // Its methods are safe for concurrent use: several heaps may share one
 // Region.
 type Region struct {
 	mu   sync.Mutex
 	name string
+	// closed is set by Close: Map refuses, and the range is no longer
+	// registered.
+	closed bool
 	// addr and size are the usable, aligned part of the range.
 	addr, size uintptr
 	slots      uintptr
@@ -60,11 +76,20 @@ func DontNeed(addr, size uintptr) { chunk.Release(ptr(addr), size) }
 // to 2 MiB is used, so the range must hold at least one 2 MiB-aligned
 // 2 MiB slot; it must lie below 2^48 (zmm's frame table covers no more).
 //
-// The memory must be mapped read/write, must not be Go heap memory (a []byte
-// from make: the garbage collector may move or free it, and zmm's blocks
-// would be invisible to it), must not be memory of a zmm heap, and must stay
-// mapped until every heap over the region is closed. No two Regions may
-// cover the same memory.
+// The memory must be mapped read/write and must stay mapped until the
+// region is closed (Close), which it can be once every heap over it is
+// closed. NewRegion refuses, with an error naming the range:
+//   - Go heap memory (errors.Is ErrGoMemory): a []byte from make, new or
+//     append, a goroutine's stack. The garbage collector may free or reuse
+//     it under the heaps, and zmm's blocks would be invisible to it. Map
+//     the memory instead (unix.Mmap, chunk.Map). It is found by asking the
+//     runtime about each 2 MiB slot (see goheap.go); memory of a Go global
+//     variable is not the heap's and is not refused.
+//   - a range that overlaps the slots of an open Region (errors.Is
+//     ErrOverlap): two heaps over the same memory would overwrite each
+//     other. The message names both ranges.
+//   - a range that holds memory of a zmm heap (ErrOverlap too), which the
+//     frame table knows.
 func NewRegion(addr, size uintptr, opts ...RegionOption) (*Region, error) {
 	r := new(Region)
 	if err := r.init(addr, size, fmt.Sprintf("region %#x+%s", addr, formatSize(size))); err != nil {
@@ -89,12 +114,13 @@ func (r *Region) init(addr, size uintptr, name string) error {
 	if start >= end {
 		return fmt.Errorf("storage: %s holds no 2 MiB-aligned 2 MiB slot: map at least 4 MiB, or 2 MiB at a 2 MiB-aligned address", name)
 	}
-	// Memory a zmm heap holds would be overwritten by a heap over the
-	// region, and the frame table would stop naming its blocks.
+	// A 2 MiB-aligned slot lies inside one of the runtime's heap arenas
+	// (64 MiB, or 4 MiB, aligned) or outside all of them, and every page of
+	// a Go allocation of 2 MiB or more is known to the runtime: one look
+	// per slot finds a region over a []byte from make.
 	for a := start; a < end; a += chunk.Size {
-		switch f := chunk.LookupFrame(a); f.Kind() {
-		case chunk.FrameChunk, chunk.FrameHuge, chunk.FrameHugeInterior, chunk.FrameCachedChunk, chunk.FrameCachedHuge:
-			return fmt.Errorf("storage: %s overlaps memory of a zmm heap at %#x (%v)", name, a, f)
+		if inGoHeap(a) {
+			return errorOf(ErrGoMemory, "storage: %s is Go heap memory at %#x: the garbage collector may free or reuse it under the heaps and cannot see their blocks; map the memory instead (unix.Mmap, chunk.Map)", name, a)
 		}
 	}
 	slots := (end - start) >> chunk.Shift
@@ -103,7 +129,48 @@ func (r *Region) init(addr, size uintptr, name string) error {
 	r.slots, r.freeSlots = slots, slots
 	r.used = make([]uint64, (slots+63)/64)
 	r.maps = make(map[uintptr]uintptr)
+	if err := regions.add(r); err != nil {
+		return err
+	}
+	// Memory a zmm heap holds would be overwritten by a heap over the
+	// region, and the frame table would stop naming its blocks. Checked
+	// after the registry, so that memory of a heap over an open Region is
+	// named by that Region.
+	for a := start; a < end; a += chunk.Size {
+		switch f := chunk.LookupFrame(a); f.Kind() {
+		case chunk.FrameChunk, chunk.FrameHuge, chunk.FrameHugeInterior, chunk.FrameCachedChunk, chunk.FrameCachedHuge:
+			regions.remove(r)
+			return errorOf(ErrOverlap, "storage: %s overlaps memory of a zmm heap at %#x (%v)", name, a, f)
+		}
+	}
 	return nil
+}
+
+// Close takes the region out of the process-wide registry, so that its
+// memory may be unmapped or given to a new Region, and makes Map refuse
+// (ErrClosed). It fails, changing nothing, while heaps hold mappings of the
+// region (ErrInUse): close them first. Closing twice does nothing.
+func (r *Region) Close() error {
+	closed, err := r.shut()
+	if closed {
+		regions.remove(r)
+	}
+	return err
+}
+
+// shut marks the region closed if no mapping of it is live, and reports
+// whether this call closed it.
+func (r *Region) shut() (bool, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return false, nil
+	}
+	if n := len(r.maps); n != 0 {
+		return false, errorOf(ErrInUse, "storage: %s: cannot close: %d mapping(s) of it are still in use (close the heaps over it first)", r.name, n)
+	}
+	r.closed = true
+	return true, nil
 }
 
 // String names the region: its range as given to NewRegion.
@@ -144,6 +211,9 @@ func (r *Region) Map(size uintptr) (uintptr, error) {
 	n := slotsFor(size)
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.closed {
+		return 0, errorOf(ErrClosed, "storage: %s is closed", r.name)
+	}
 	i, ok := r.firstFit(n)
 	if !ok {
 		if r.freeSlots == 0 {
@@ -227,6 +297,13 @@ func (r *Region) Extend(addr, oldSize, newSize uintptr) error {
 // if the region was made WithRelease, and does nothing otherwise.
 func (r *Region) Release(addr, size uintptr) {
 	if r.release == nil || addr < r.addr || size > r.addr+r.size-addr {
+		return
+	}
+	r.mu.Lock()
+	closed := r.closed
+	r.mu.Unlock()
+	if closed {
+		// The memory may belong to a new Region by now.
 		return
 	}
 	r.releasePages(addr, size)

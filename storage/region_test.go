@@ -55,10 +55,12 @@ func TestRegionUsesTheAlignedPart(t *testing.T) {
 	assert.Equal(t, 3*slot, r.Size())
 	assert.Equal(t, 3*slot, r.Free())
 	assert.Contains(t, r.String(), "region 0x")
+	require.NoError(t, r.Close())
 
 	// Ending one page short of a boundary: slots 1 and 2.
 	r, err = storage.NewRegion(base+ps, 4*slot-2*ps)
 	require.NoError(t, err)
+	closeRegion(t, r)
 	assert.Equal(t, base+slot, r.Addr())
 	assert.Equal(t, 2*slot, r.Size())
 }
@@ -331,10 +333,11 @@ func TestRegionOverAHeapIsRefused(t *testing.T) {
 	chunk.SetFrame(base+slot, chunk.MakeFrame(chunk.FrameChunk, 1<<31, 0))
 	t.Cleanup(func() { chunk.SetFrame(base+slot, 0) })
 	_, err := storage.NewRegion(base, 2*slot)
-	require.Error(t, err)
+	require.ErrorIs(t, err, storage.ErrOverlap)
 	assert.Contains(t, err.Error(), "overlaps memory of a zmm heap")
 
 	chunk.SetFrame(base+slot, chunk.MakeFrame(chunk.FrameFreedChunk, 1<<31, 0))
-	_, err = storage.NewRegion(base, 2*slot)
-	assert.NoError(t, err, "a tombstone of memory a heap gave back is no obstacle")
+	r, err := storage.NewRegion(base, 2*slot)
+	require.NoError(t, err, "a tombstone of memory a heap gave back is no obstacle")
+	closeRegion(t, r)
 }

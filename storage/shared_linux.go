@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"sync"
 
 	"golang.org/x/sys/unix"
 
@@ -27,10 +26,8 @@ import (
 // maps them: they read back as zeros.
 type Shared struct {
 	Region
-	f      *os.File
-	owner  bool
-	mu     sync.Mutex // guards closed
-	closed bool
+	f     *os.File
+	owner bool
 }
 
 // NewMemfd makes size bytes of shared memory with memfd_create and maps
@@ -261,24 +258,21 @@ func (s *Shared) Bytes(off, n uintptr) []byte {
 	return unsafeBytes(s.addr+off, n)
 }
 
-// Close unmaps the memory and closes the file. In the owner it fails while
-// a heap still holds mappings of it: close the heaps first. Blocks and
-// addresses of the mapping are invalid afterwards. Closing twice does
-// nothing.
+// Close unmaps the memory and closes the file, as Region.Close, which it
+// extends: in the owner it fails while a heap still holds mappings of it
+// (ErrInUse): close the heaps first. Blocks and addresses of the mapping
+// are invalid afterwards. Closing twice does nothing.
 func (s *Shared) Close() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return nil
+	closed, err := s.shut()
+	if !closed {
+		return err
 	}
-	if n := s.Mappings(); n != 0 {
-		return fmt.Errorf("storage: %s: cannot close: %d mapping(s) of it are still in use (close the heaps over it first)", s.name, n)
-	}
-	s.closed = true
-	err := unix.MunmapPtr(ptr(s.addr), s.size)
+	err = unix.MunmapPtr(ptr(s.addr), s.size)
 	if cerr := s.f.Close(); err == nil {
 		err = cerr
 	}
+	// Unregistered once unmapped: until then no new Region may cover it.
+	regions.remove(&s.Region)
 	if err != nil {
 		return fmt.Errorf("storage: %s: %w", s.name, err)
 	}

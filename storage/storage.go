@@ -8,7 +8,8 @@
 //   - OS, the default: anonymous private mmap, as a heap without a storage
 //     does. It grows until the heap's memory limit.
 //   - Region (NewRegion): a fixed range of memory the caller mapped. Heaps
-//     over it never grow past it; it gives pages back only if asked to.
+//     over it never grow past it; it gives pages back only if asked to. No
+//     two open Regions cover the same memory; Close frees the range.
 //   - Shared (NewMemfd, CreateShared): a region over a MAP_SHARED mapping of
 //     a memfd or a file, which other processes map with AttachFile or
 //     AttachShared and read and write by offset.
@@ -69,13 +70,39 @@ type Releaser interface {
 // when the region has no room. Their messages name the region.
 var ErrFull = errors.New("storage: no room")
 
-// fullError is a no-room error: its own message, ErrFull for errors.Is.
-type fullError struct{ msg string }
+// ErrOverlap is what NewRegion's error is (errors.Is) when the range
+// overlaps a Region that is still open or memory a zmm heap holds. The
+// message names both.
+var ErrOverlap = errors.New("storage: memory in use by zmm")
 
-func (e *fullError) Error() string        { return e.msg }
-func (e *fullError) Is(target error) bool { return target == ErrFull }
+// ErrGoMemory is what NewRegion's error is (errors.Is) when the range is Go
+// heap memory (a []byte from make, for example).
+var ErrGoMemory = errors.New("storage: Go heap memory")
 
-func full(format string, args ...any) error { return &fullError{fmt.Sprintf(format, args...)} }
+// ErrInUse is what a Region's Close returns (errors.Is) while heaps still
+// hold mappings of it.
+var ErrInUse = errors.New("storage: region in use")
+
+// ErrClosed is what a closed Region's Map returns (errors.Is).
+var ErrClosed = errors.New("storage: region closed")
+
+// kindError is an error with its own message that errors.Is matches to one
+// of the sentinels above.
+type kindError struct {
+	msg  string
+	kind error
+}
+
+func (e *kindError) Error() string        { return e.msg }
+func (e *kindError) Is(target error) bool { return target == e.kind }
+
+func errorOf(kind error, format string, args ...any) error {
+	return &kindError{fmt.Sprintf(format, args...), kind}
+}
+
+// full is a no-room error. Its message does not start with "storage:":
+// zmm puts it at the end of its out-of-memory message.
+func full(format string, args ...any) error { return errorOf(ErrFull, format, args...) }
 
 // OSStorage is the default storage: anonymous, private mappings from the
 // OS (chunk.Map), aligned to 2 MiB. It can truncate, extend in place and
