@@ -302,6 +302,14 @@ func TestHandler(t *testing.T) {
 	s, err = Decode(bytes.NewReader(body))
 	require.NoError(t, err)
 	assert.Empty(t, s.Blocks)
+	sum, err := DecodeSummary(bytes.NewReader(body))
+	require.NoError(t, err)
+	assert.Empty(t, sum.Blocks)
+	want := BlockTotals{Count: 10 + 3 + 1 + 1, Bytes: 10*100 + 3*20000 + 3<<20 + 700}
+	assert.Equal(t, &want, sum.BlocksLeftOut, "the blocks left out are counted")
+	assert.Equal(t, want, sum.LiveBlocks())
+	_, err = DecodeSummary(strings.NewReader(strings.Replace(string(body), `"blocks_left_out"`, `"blocks": [{"size": 1}], "blocks_left_out"`, 1)))
+	assert.EqualError(t, err, "bad snapshot: it lists its blocks and says it left them out")
 
 	_, body = get(t, base+"snapshot")
 	s, err = Decode(bytes.NewReader(body))

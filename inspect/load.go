@@ -32,6 +32,16 @@ const maxSnapshotBytes = 1 << 30
 // status other than 200, bad JSON, a snapshot of another version and a
 // snapshot whose chunk maps do not add up, each with an error saying so.
 func Load(src string) (*zmm.Snapshot, error) {
+	s, err := LoadSummary(src)
+	if err != nil {
+		return nil, err
+	}
+	return s.Snapshot, nil
+}
+
+// LoadSummary is Load, keeping the totals of the blocks that the handler
+// left out (blocks=0 in the URL).
+func LoadSummary(src string) (*Summary, error) {
 	if strings.HasPrefix(src, "http://") || strings.HasPrefix(src, "https://") {
 		return loadURL(src)
 	}
@@ -43,7 +53,7 @@ func Load(src string) (*zmm.Snapshot, error) {
 		return nil, err
 	}
 	defer f.Close()
-	s, err := Decode(f)
+	s, err := DecodeSummary(f)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", src, err)
 	}
@@ -75,7 +85,7 @@ func SnapshotURL(src string) (string, error) {
 	return u.String(), nil
 }
 
-func loadURL(src string) (*zmm.Snapshot, error) {
+func loadURL(src string) (*Summary, error) {
 	target, err := SnapshotURL(src)
 	if err != nil {
 		return nil, err
@@ -98,7 +108,7 @@ func loadURL(src string) (*zmm.Snapshot, error) {
 		}
 		return nil, fmt.Errorf("%s: %s%s", target, resp.Status, line)
 	}
-	s, err := Decode(resp.Body)
+	s, err := DecodeSummary(resp.Body)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", target, err)
 	}
@@ -108,6 +118,16 @@ func loadURL(src string) (*zmm.Snapshot, error) {
 // Decode reads a snapshot's JSON (gzipped or not) from r and checks it as
 // Load does.
 func Decode(r io.Reader) (*zmm.Snapshot, error) {
+	s, err := DecodeSummary(r)
+	if err != nil {
+		return nil, err
+	}
+	return s.Snapshot, nil
+}
+
+// DecodeSummary is Decode, keeping the totals of the blocks that the
+// handler left out.
+func DecodeSummary(r io.Reader) (*Summary, error) {
 	br := bufio.NewReader(io.LimitReader(r, maxSnapshotBytes))
 	if magic, _ := br.Peek(2); bytes.Equal(magic, []byte{0x1f, 0x8b}) {
 		zr, err := gzip.NewReader(br)
@@ -133,12 +153,15 @@ func Decode(r io.Reader) (*zmm.Snapshot, error) {
 	case *probe.Version != zmm.SnapshotVersion:
 		return nil, fmt.Errorf("unsupported snapshot version %d (this program reads version %d)", *probe.Version, zmm.SnapshotVersion)
 	}
-	var s zmm.Snapshot
+	s := Summary{Snapshot: new(zmm.Snapshot)}
 	if err := json.Unmarshal(data, &s); err != nil {
 		return nil, fmt.Errorf("bad snapshot: %v", jsonError(data, err))
 	}
-	if err := Validate(&s); err != nil {
+	if err := Validate(s.Snapshot); err != nil {
 		return nil, err
+	}
+	if s.BlocksLeftOut != nil && len(s.Blocks) > 0 {
+		return nil, errors.New("bad snapshot: it lists its blocks and says it left them out")
 	}
 	return &s, nil
 }

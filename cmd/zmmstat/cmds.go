@@ -20,7 +20,7 @@ func cmdShow(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	s, err := inspect.Load(pos[0])
+	s, err := inspect.LoadSummary(pos[0])
 	if err != nil {
 		return err
 	}

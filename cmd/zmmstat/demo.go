@@ -62,7 +62,7 @@ func cmdDemo(args []string, stdout, stderr io.Writer) error {
 		d.res.Ops, d.res.Duration.Round(100*time.Microsecond), d.res.NsPerOp, d.res.Mismatches)
 	fmt.Fprintf(&b, "peak usage %s, real peak %s\n\n", inspect.FormatBytes(d.res.PeakUsage), inspect.FormatBytes(d.res.RealPeakUsage))
 	rule(&b, "the heap at the end of the last request, before its Reset (zmmstat show)")
-	writeShow(&b, d.snap)
+	writeShow(&b, &inspect.Summary{Snapshot: d.snap})
 	fmt.Fprintln(&b)
 	rule(&b, "the leak report the debug heap wrote at that Reset (the Zend MM's format)")
 	b.WriteString(d.leaks)

@@ -516,7 +516,7 @@ func TestHuman(t *testing.T) {
 }
 
 func TestShowNamesTheStorage(t *testing.T) {
-	s := plainSnapshot(t)
+	s := &inspect.Summary{Snapshot: plainSnapshot(t)}
 	var b bytes.Buffer
 	writeSummary(&b, s)
 	assert.NotContains(t, b.String(), "storage", "a heap over the OS has no storage line")
@@ -525,4 +525,44 @@ func TestShowNamesTheStorage(t *testing.T) {
 	b.Reset()
 	writeSummary(&b, s)
 	assert.Contains(t, b.String(), "\n  storage     region 0x7f0000000000+8 MiB\n")
+}
+
+// TestWatchCountsTheBlocksOfADebugHeap checks the live-block line of watch,
+// which fetches snapshots without their block lists, against a debug heap
+// served by the inspect handler.
+func TestWatchCountsTheBlocksOfADebugHeap(t *testing.T) {
+	h, err := zmm.New(zmm.WithDebug(true), zmm.WithLeakReport(nil))
+	require.NoError(t, err)
+	defer h.Close()
+	for range 20000 {
+		h.Alloc(100)
+	}
+	var mu sync.Mutex
+	inspect.Register("debug-watched", h, &mu)
+	defer inspect.Unregister("debug-watched")
+	srv := httptest.NewServer(inspect.Handler())
+	defer srv.Close()
+	url := srv.URL + "/debug/zmm/?heap=debug-watched"
+
+	const want = "  live blocks 20000, 1.9 MiB requested\n"
+	code, out, errOut := zmmstat(t, "show", url)
+	require.Equal(t, 0, code, errOut)
+	assert.Contains(t, out, want, "show, with the blocks")
+	code, out, errOut = zmmstat(t, "watch", url, "--count", "1")
+	require.Equal(t, 0, code, errOut)
+	assert.Contains(t, out, want, "watch, without the blocks")
+	code, out, errOut = zmmstat(t, "show", url+"&blocks=0")
+	require.Equal(t, 0, code, errOut)
+	assert.Contains(t, out, want, "show, told to leave the blocks out")
+	assert.NotContains(t, out, "top allocation sites")
+
+	code, out, errOut = zmmstat(t, "watch", url, "--count", "1", "--json")
+	require.Equal(t, 0, code, errOut)
+	var v struct {
+		Blocks        []zmm.BlockSnapshot  `json:"blocks"`
+		BlocksLeftOut *inspect.BlockTotals `json:"blocks_left_out"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(out), &v))
+	assert.Empty(t, v.Blocks)
+	assert.Equal(t, &inspect.BlockTotals{Count: 20000, Bytes: 20000 * 100}, v.BlocksLeftOut)
 }

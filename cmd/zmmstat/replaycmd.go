@@ -73,7 +73,7 @@ func cmdReplay(args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintf(&b, "  mismatches  %d (freed blocks that lost the id written into them)\n", res.Mismatches)
 	fmt.Fprintf(&b, "  Go GC       %d cycles, %v of pauses during the replay\n\n", res.GCCycles, time.Duration(res.GCPauseNs))
 	rule(&b, "the heap at the end of the trace's last request, before its Reset")
-	writeShow(&b, snap)
+	writeShow(&b, &inspect.Summary{Snapshot: snap})
 	_, err = io.WriteString(stdout, b.String())
 	return err
 }

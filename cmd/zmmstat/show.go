@@ -20,21 +20,21 @@ const mapCols = 64
 // topSites is how many allocation sites the report lists.
 const topSites = 10
 
-func writeShow(w io.Writer, s *zmm.Snapshot) {
+func writeShow(w io.Writer, s *inspect.Summary) {
 	writeSummary(w, s)
 	fmt.Fprintln(w)
-	writeBins(w, s)
+	writeBins(w, s.Snapshot)
 	fmt.Fprintln(w)
-	writeFragmentation(w, s)
+	writeFragmentation(w, s.Snapshot)
 	fmt.Fprintln(w)
-	writeChunkMaps(w, s)
+	writeChunkMaps(w, s.Snapshot)
 	if len(s.Huge) > 0 || len(s.CachedHuge) > 0 {
 		fmt.Fprintln(w)
-		writeHuge(w, s)
+		writeHuge(w, s.Snapshot)
 	}
 	if len(s.Blocks) > 0 {
 		fmt.Fprintln(w)
-		writeSites(w, s)
+		writeSites(w, s.Snapshot)
 	}
 }
 
@@ -46,9 +46,11 @@ func modeString(s *zmm.Snapshot) string {
 	return m
 }
 
-func writeSummary(w io.Writer, s *zmm.Snapshot) {
+// writeSummary writes the heap's statistics and, for a heap that keeps its
+// blocks, their totals, which s has even when it leaves the blocks out.
+func writeSummary(w io.Writer, s *inspect.Summary) {
 	st := s.Stats
-	fmt.Fprintf(w, "heap %q (%s), snapshot of %s\n", s.Name, modeString(s), s.Time.Format("2006-01-02 15:04:05 MST"))
+	fmt.Fprintf(w, "heap %q (%s), snapshot of %s\n", s.Name, modeString(s.Snapshot), s.Time.Format("2006-01-02 15:04:05 MST"))
 	fmt.Fprintf(w, "  usage       %-10s  peak %-10s   handed out, at class size (memory_get_usage)\n", inspect.FormatBytes(st.Usage), inspect.FormatBytes(st.PeakUsage))
 	fmt.Fprintf(w, "  real usage  %-10s  peak %-10s   mapped from the OS (memory_get_usage(true))\n", inspect.FormatBytes(st.RealUsage), inspect.FormatBytes(st.RealPeakUsage))
 	if s.Storage != "" {
@@ -68,12 +70,9 @@ func writeSummary(w io.Writer, s *zmm.Snapshot) {
 	}
 	fmt.Fprintf(w, "  chunks      %d live (peak %d), %d cached; huge blocks %d (%s), %d cached\n",
 		st.Chunks, st.PeakChunks, len(s.CachedChunks), len(s.Huge), inspect.FormatBytes(hugeBytes), len(s.CachedHuge))
-	if hasSites(s) {
-		var bytes uint64
-		for _, b := range s.Blocks {
-			bytes += b.Size
-		}
-		fmt.Fprintf(w, "  live blocks %d, %s requested\n", len(s.Blocks), inspect.FormatBytes(bytes))
+	if hasSites(s.Snapshot) {
+		live := s.LiveBlocks()
+		fmt.Fprintf(w, "  live blocks %d, %s requested\n", live.Count, inspect.FormatBytes(live.Bytes))
 	}
 }
 
