@@ -17,8 +17,12 @@ import (
 // mapRows and mapCols shape a chunk's page map: 8 rows of 64 pages.
 const mapCols = 64
 
-// topSites is how many allocation sites the report lists.
-const topSites = 10
+// topSites is how many allocation sites the report lists; it names the
+// functions of the others if they are no more than namedRest.
+const (
+	topSites  = 10
+	namedRest = 3
+)
 
 func writeShow(w io.Writer, s *inspect.Summary) {
 	writeSummary(w, s)
@@ -86,7 +90,11 @@ func writeBins(w io.Writer, s *zmm.Snapshot) {
 			used++
 		}
 	}
-	fmt.Fprintf(w, "bins: %d of %d hold runs\n", used, len(s.Bins))
+	verb := "hold"
+	if used == 1 {
+		verb = "holds"
+	}
+	fmt.Fprintf(w, "bins: %d of %d %s runs\n", used, len(s.Bins), verb)
 	if used == 0 {
 		return
 	}
@@ -263,7 +271,7 @@ func shortFunc(name string) string {
 
 func writeSites(w io.Writer, s *zmm.Snapshot) {
 	sites := sitesOf(s)
-	fmt.Fprintf(w, "top allocation sites, by live bytes (%d sites, %d live blocks)\n", len(sites), len(s.Blocks))
+	fmt.Fprintf(w, "top allocation sites, by live bytes (%s, %s)\n", count(len(sites), "site"), count(len(s.Blocks), "live block"))
 	fmt.Fprintf(w, "  %10s %7s  %-16s %s\n", "bytes", "blocks", "kind", "site")
 	for _, st := range sites[:min(len(sites), topSites)] {
 		fmt.Fprintf(w, "  %10s %7d  %-16s %s  %s\n", inspect.FormatBytes(st.bytes), st.blocks, strings.Join(st.kinds, "+"),
@@ -280,6 +288,14 @@ func writeSites(w io.Writer, s *zmm.Snapshot) {
 			bytes += st.bytes
 			blocks += st.blocks
 		}
-		fmt.Fprintf(w, "  %10s %7d  %d more sites\n", inspect.FormatBytes(bytes), blocks, len(sites)-topSites)
+		rest := count(len(sites)-topSites, "more site")
+		if len(sites)-topSites <= namedRest {
+			var names []string
+			for _, st := range sites[topSites:] {
+				names = append(names, shortFunc(st.site.Function))
+			}
+			rest += ": " + strings.Join(names, ", ")
+		}
+		fmt.Fprintf(w, "  %10s %7d  %s\n", inspect.FormatBytes(bytes), blocks, rest)
 	}
 }

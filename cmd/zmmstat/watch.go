@@ -29,7 +29,7 @@ func cmdWatch(ctx context.Context, args []string, stdout io.Writer) error {
 		return usageErr("watch: --count must not be negative")
 	}
 	src := pos[0]
-	if !strings.HasPrefix(src, "http://") && !strings.HasPrefix(src, "https://") {
+	if !isURL(src) {
 		return usageErr("watch: %q is not an http(s) URL (zmmstat show reads files)", src)
 	}
 	src, err = watchURL(src)
