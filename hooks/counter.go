@@ -71,60 +71,63 @@ func (c *Counter) Enter(name string) (leave func()) {
 	}
 }
 
-// Attach starts counting h's calls.
+// Attach starts counting h's calls: the counter goes on top of the hooks
+// attached to h (see the package doc). It panics if the counter is
+// attached already.
 func (c *Counter) Attach(h *zmm.Heap) {
-	c.attach(h, func(next zmm.Handlers) zmm.Handlers {
-		return zmm.Handlers{
-			Alloc: func(size uintptr) unsafe.Pointer {
-				p := next.Alloc(size)
-				c.mu.Lock()
-				k := c.current
-				k.Allocs++
-				k.Bytes += uint64(size)
-				c.grow(k, uint64(size))
-				c.owners[uintptr(p)] = owned{k, uint64(size)}
-				c.mu.Unlock()
-				return p
-			},
-			Free: func(p unsafe.Pointer) {
-				next.Free(p)
-				c.mu.Lock()
-				c.current.Frees++
-				if o, ok := c.owners[uintptr(p)]; ok {
-					delete(c.owners, uintptr(p))
-					o.c.Live -= o.size
-				}
-				c.mu.Unlock()
-			},
-			Realloc: func(p unsafe.Pointer, size uintptr) unsafe.Pointer {
-				q := next.Realloc(p, size)
-				c.mu.Lock()
-				k := c.current
-				k.Reallocs++
-				o, ok := c.owners[uintptr(p)]
-				if !ok || p == nil {
-					o = owned{k, 0}
-				}
-				delete(c.owners, uintptr(p))
-				if n := uint64(size); n > o.size {
-					k.Bytes += n - o.size
-				}
-				o.c.Live -= o.size
-				c.grow(o.c, uint64(size))
-				c.owners[uintptr(q)] = owned{o.c, uint64(size)}
-				c.mu.Unlock()
-				return q
-			},
-			Reset: func() {
-				c.mu.Lock()
-				clear(c.owners)
-				for _, k := range c.byName {
-					k.Live = 0
-				}
-				c.mu.Unlock()
-			},
-		}
-	})
+	c.attach(h, "Counter", zmm.Handlers{Alloc: c.alloc, Free: c.free, Realloc: c.realloc, Reset: c.reset})
+}
+
+func (c *Counter) alloc(size uintptr) unsafe.Pointer {
+	p := c.next.Alloc(size)
+	c.mu.Lock()
+	k := c.current
+	k.Allocs++
+	k.Bytes += uint64(size)
+	c.grow(k, uint64(size))
+	c.owners[uintptr(p)] = owned{k, uint64(size)}
+	c.mu.Unlock()
+	return p
+}
+
+func (c *Counter) free(p unsafe.Pointer) {
+	c.next.Free(p)
+	c.mu.Lock()
+	c.current.Frees++
+	if o, ok := c.owners[uintptr(p)]; ok {
+		delete(c.owners, uintptr(p))
+		o.c.Live -= o.size
+	}
+	c.mu.Unlock()
+}
+
+func (c *Counter) realloc(p unsafe.Pointer, size uintptr) unsafe.Pointer {
+	q := c.next.Realloc(p, size)
+	c.mu.Lock()
+	k := c.current
+	k.Reallocs++
+	o, ok := c.owners[uintptr(p)]
+	if !ok || p == nil {
+		o = owned{k, 0}
+	}
+	delete(c.owners, uintptr(p))
+	if n := uint64(size); n > o.size {
+		k.Bytes += n - o.size
+	}
+	o.c.Live -= o.size
+	c.grow(o.c, uint64(size))
+	c.owners[uintptr(q)] = owned{o.c, uint64(size)}
+	c.mu.Unlock()
+	return q
+}
+
+func (c *Counter) reset() {
+	c.mu.Lock()
+	clear(c.owners)
+	for _, k := range c.byName {
+		k.Live = 0
+	}
+	c.mu.Unlock()
 }
 
 func (c *Counter) grow(k *Counts, n uint64) {
@@ -132,8 +135,9 @@ func (c *Counter) grow(k *Counts, n uint64) {
 	k.PeakLive = max(k.PeakLive, k.Live)
 }
 
-// Detach stops counting and puts back the heap's previous handlers. The
-// statistics stay; blocks still live are forgotten.
+// Detach stops counting and takes the counter out of the heap's hooks,
+// wherever it stands among them; it does nothing if the counter is not
+// attached. The statistics stay; blocks still live are forgotten.
 func (c *Counter) Detach() {
 	c.detach()
 	c.mu.Lock()

@@ -26,33 +26,35 @@ type FaultInjector struct {
 	calls, failures int
 }
 
-// Attach starts injecting faults into h's allocations.
+// Attach starts injecting faults into h's allocations: the injector goes
+// on top of the hooks attached to h (see the package doc). It panics if
+// the injector is attached already.
 func (f *FaultInjector) Attach(h *zmm.Heap) {
 	f.calls, f.failures = 0, 0
-	f.attach(h, func(next zmm.Handlers) zmm.Handlers {
-		return zmm.Handlers{
-			Alloc: func(size uintptr) unsafe.Pointer {
-				f.check("Alloc", size)
-				return next.Alloc(size)
-			},
-			Realloc: func(p unsafe.Pointer, size uintptr) unsafe.Pointer {
-				f.check("Realloc", size)
-				return next.Realloc(p, size)
-			},
-			Free: next.Free,
-		}
-	})
+	f.attach(h, "FaultInjector", zmm.Handlers{Alloc: f.alloc, Realloc: f.realloc})
+}
+
+func (f *FaultInjector) alloc(size uintptr) unsafe.Pointer {
+	f.check("Alloc", size)
+	return f.next.Alloc(size)
+}
+
+func (f *FaultInjector) realloc(p unsafe.Pointer, size uintptr) unsafe.Pointer {
+	f.check("Realloc", size)
+	return f.next.Realloc(p, size)
 }
 
 func (f *FaultInjector) check(op string, size uintptr) {
 	f.calls++
 	if f.calls == f.FailNth || (f.FailAbove != 0 && size > f.FailAbove) {
 		f.failures++
-		panic(zmm.LimitError(op, f.heap.Limit(), size))
+		panic(zmm.LimitError(op, f.heap().Limit(), size))
 	}
 }
 
-// Detach stops injecting faults and puts back the heap's previous handlers.
+// Detach stops injecting faults and takes the injector out of the heap's
+// hooks, wherever it stands among them; it does nothing if the injector is
+// not attached.
 func (f *FaultInjector) Detach() { f.detach() }
 
 // Allocations returns how many allocations the injector has seen since

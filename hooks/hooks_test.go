@@ -2,6 +2,8 @@ package hooks_test
 
 import (
 	"bytes"
+	"io"
+	"strings"
 	"testing"
 	"unsafe"
 
@@ -134,7 +136,7 @@ func TestCounterAttributesTrafficToComponents(t *testing.T) {
 	c.Detach()
 }
 
-func TestHooksStackAndDetachInReverse(t *testing.T) {
+func TestHooksStack(t *testing.T) {
 	h := newHeap(t)
 	c := hooks.NewCounter()
 	c.Attach(h)
@@ -153,6 +155,168 @@ func TestHooksStackAndDetachInReverse(t *testing.T) {
 	c.Detach()
 	_, ok := h.CustomHandlers()
 	assert.False(t, ok)
+}
+
+// stack is a tracer, a fault injector and a counter attached to one heap,
+// in that order, as the README shows them.
+type stack struct {
+	h        *zmm.Heap
+	tr       *hooks.Tracer
+	faults   *hooks.FaultInjector
+	counter  *hooks.Counter
+	attached map[string]bool
+}
+
+func newStack(t *testing.T, h *zmm.Heap) *stack {
+	tr, err := hooks.NewTracer(io.Discard)
+	require.NoError(t, err)
+	s := &stack{h: h, tr: tr, faults: &hooks.FaultInjector{FailAbove: 1 << 20}, counter: hooks.NewCounter(),
+		attached: map[string]bool{"tracer": true, "faults": true, "counter": true}}
+	s.tr.Attach(h)
+	s.faults.Attach(h)
+	s.counter.Attach(h)
+	return s
+}
+
+// detach detaches one hook by name: the tracer by Close, as the README's
+// defer does.
+func (s *stack) detach(t *testing.T, name string) {
+	switch name {
+	case "tracer":
+		require.NoError(t, s.tr.Close())
+	case "faults":
+		s.faults.Detach()
+	case "counter":
+		s.counter.Detach()
+	}
+	s.attached[name] = false
+}
+
+// checkTraffic makes a round of calls and checks that each attached hook,
+// and no detached one, saw them: the tracer records them, the counter
+// counts them, the injector counts them and fails an allocation above its
+// size.
+func (s *stack) checkTraffic(t *testing.T, when string) {
+	t.Helper()
+	records, allocs := s.tr.Records(), s.faults.Allocations()
+	counts := s.counter.Stats()[hooks.NoComponent]
+
+	h := s.h
+	h.Free(h.Alloc(64))
+	h.Free(h.Realloc(h.Alloc(32), 200))
+	h.Reset()
+
+	n := func(hook string, calls int) int {
+		if s.attached[hook] {
+			return calls
+		}
+		return 0
+	}
+	assert.Equal(t, n("tracer", 6), s.tr.Records()-records, "%s: tracer: alloc, free, alloc, realloc, free, request end", when)
+	assert.Equal(t, n("faults", 3), s.faults.Allocations()-allocs, "%s: fault injector: 2 allocs and a realloc", when)
+	got := s.counter.Stats()[hooks.NoComponent]
+	assert.Equal(t, uint64(n("counter", 2)), got.Allocs-counts.Allocs, "%s: counter allocs", when)
+	assert.Equal(t, uint64(n("counter", 2)), got.Frees-counts.Frees, "%s: counter frees", when)
+	assert.Equal(t, uint64(n("counter", 1)), got.Reallocs-counts.Reallocs, "%s: counter reallocs", when)
+
+	err := zmm.Try(func() { h.Free(h.Alloc(2 << 20)) })
+	if s.attached["faults"] {
+		assert.ErrorIs(t, err, zmm.ErrMemoryLimit, "%s: the injector fails a 2 MiB allocation", when)
+	} else {
+		assert.NoError(t, err, "%s: no injector, no failure", when)
+	}
+	require.NoError(t, h.Check())
+}
+
+// permutations returns every order of names.
+func permutations(names []string) [][]string {
+	if len(names) <= 1 {
+		return [][]string{names}
+	}
+	var out [][]string
+	for i, first := range names {
+		rest := append(append([]string{}, names[:i]...), names[i+1:]...)
+		for _, p := range permutations(rest) {
+			out = append(out, append([]string{first}, p...))
+		}
+	}
+	return out
+}
+
+func TestHooksDetachInAnyOrder(t *testing.T) {
+	orders := permutations([]string{"tracer", "faults", "counter"})
+	require.Len(t, orders, 6)
+	for _, order := range orders {
+		t.Run(strings.Join(order, ","), func(t *testing.T) {
+			h := newHeap(t)
+			s := newStack(t, h)
+			s.checkTraffic(t, "all attached")
+			for i, name := range order {
+				s.detach(t, name)
+				s.detach(t, name) // a second Detach or Close does nothing
+				s.checkTraffic(t, "after detaching "+strings.Join(order[:i+1], ", "))
+				_, hooked := h.CustomHandlers()
+				assert.Equal(t, i < len(order)-1, hooked, "handlers installed after detaching %v", order[:i+1])
+			}
+			// The heap is back on its own code; detaching again is harmless.
+			s.detach(t, "tracer")
+			s.detach(t, "faults")
+			s.detach(t, "counter")
+			_, hooked := h.CustomHandlers()
+			assert.False(t, hooked)
+		})
+	}
+}
+
+func TestHooksReattachGoesOnTop(t *testing.T) {
+	h := newHeap(t)
+	s := newStack(t, h)
+	s.faults.Detach()
+	s.faults.Attach(h) // now above the counter
+	s.checkTraffic(t, "the injector attached again")
+	s.counter.Detach()
+	s.attached["counter"] = false
+	s.checkTraffic(t, "the counter gone from below the injector")
+}
+
+func TestHooksKeepHandlersInstalledBeforeThem(t *testing.T) {
+	h := newHeap(t)
+	builtin := h.Builtin()
+	var allocs, resets int
+	h.SetHandlers(zmm.Handlers{
+		Alloc: func(size uintptr) unsafe.Pointer { allocs++; return builtin.Alloc(size) },
+		Reset: func() { resets++ },
+	})
+	c := hooks.NewCounter()
+	c.Attach(h)
+	f := &hooks.FaultInjector{}
+	f.Attach(h)
+	h.Alloc(10)
+	h.Reset()
+	assert.Equal(t, 1, allocs, "the call reached the handlers below the hooks")
+	assert.Equal(t, 1, resets)
+	assert.Equal(t, uint64(1), c.Stats()[hooks.NoComponent].Allocs)
+
+	c.Detach()
+	f.Detach()
+	hs, ok := h.CustomHandlers()
+	require.True(t, ok, "the handlers from before the hooks are back")
+	assert.Nil(t, hs.Free)
+	h.Alloc(10)
+	assert.Equal(t, 2, allocs)
+}
+
+func TestHooksDetachFromAClosedHeap(t *testing.T) {
+	h, err := zmm.New()
+	require.NoError(t, err)
+	s := newStack(t, h)
+	h.Close()
+	for _, name := range []string{"faults", "tracer", "counter"} {
+		assert.NotPanics(t, func() { s.detach(t, name) }, name)
+	}
+	c := hooks.NewCounter()
+	assert.PanicsWithError(t, "zmm: SetHandlers on a closed heap", func() { c.Attach(h) })
+	c.Attach(newHeap(t)) // the refused Attach left the counter detached
 }
 
 func TestHooksOnADebugHeapKeepSites(t *testing.T) {

@@ -25,12 +25,12 @@ import (
 // heap memory in proportion to the live blocks.
 type Tracer struct {
 	link
-	mu   sync.Mutex // guards w and err against Close from another goroutine
-	w    *trace.Writer
-	err  error
-	ids  map[uintptr]uint32
-	free []uint32 // ids free for reuse
-	next uint32   // the next never-used id
+	mu      sync.Mutex // guards w and err against Close from another goroutine
+	w       *trace.Writer
+	err     error
+	ids     map[uintptr]uint32
+	freeIDs []uint32 // ids free for reuse
+	nextID  uint32   // the next never-used id
 }
 
 // NewTracer writes a trace header to w and returns a tracer that appends a
@@ -43,46 +43,49 @@ func NewTracer(w io.Writer) (*Tracer, error) {
 	return &Tracer{w: tw, ids: map[uintptr]uint32{}}, nil
 }
 
-// Attach starts tracing h; the tracer chains to the handlers h already has.
+// Attach starts tracing h: the tracer goes on top of the hooks attached to
+// h (see the package doc). It panics if the tracer is attached already.
 func (t *Tracer) Attach(h *zmm.Heap) {
-	t.attach(h, func(next zmm.Handlers) zmm.Handlers {
-		return zmm.Handlers{
-			Alloc: func(size uintptr) unsafe.Pointer {
-				p := next.Alloc(size)
-				t.record(trace.OpAlloc, t.newID(uintptr(p)), size)
-				return p
-			},
-			Free: func(p unsafe.Pointer) {
-				next.Free(p)
-				if id, ok := t.ids[uintptr(p)]; ok {
-					delete(t.ids, uintptr(p))
-					t.free = append(t.free, id)
-					t.record(trace.OpFree, id, 0)
-				}
-			},
-			Realloc: func(p unsafe.Pointer, size uintptr) unsafe.Pointer {
-				q := next.Realloc(p, size)
-				id, ok := t.ids[uintptr(p)]
-				if !ok || p == nil {
-					t.record(trace.OpAlloc, t.newID(uintptr(q)), size)
-					return q
-				}
-				delete(t.ids, uintptr(p))
-				t.ids[uintptr(q)] = id
-				t.record(trace.OpRealloc, id, size)
-				return q
-			},
-			Reset: func() {
-				clear(t.ids)
-				t.free, t.next = t.free[:0], 0
-				t.record(trace.OpRequestEnd, 0, 0)
-			},
-		}
-	})
+	t.attach(h, "Tracer", zmm.Handlers{Alloc: t.alloc, Free: t.free, Realloc: t.realloc, Reset: t.reset})
 }
 
-// Detach stops tracing and puts back the heap's previous handlers. The
-// trace stays open: attach again, to the same heap or another, to go on.
+func (t *Tracer) alloc(size uintptr) unsafe.Pointer {
+	p := t.next.Alloc(size)
+	t.record(trace.OpAlloc, t.newID(uintptr(p)), size)
+	return p
+}
+
+func (t *Tracer) free(p unsafe.Pointer) {
+	t.next.Free(p)
+	if id, ok := t.ids[uintptr(p)]; ok {
+		delete(t.ids, uintptr(p))
+		t.freeIDs = append(t.freeIDs, id)
+		t.record(trace.OpFree, id, 0)
+	}
+}
+
+func (t *Tracer) realloc(p unsafe.Pointer, size uintptr) unsafe.Pointer {
+	q := t.next.Realloc(p, size)
+	id, ok := t.ids[uintptr(p)]
+	if !ok || p == nil {
+		t.record(trace.OpAlloc, t.newID(uintptr(q)), size)
+		return q
+	}
+	delete(t.ids, uintptr(p))
+	t.ids[uintptr(q)] = id
+	t.record(trace.OpRealloc, id, size)
+	return q
+}
+
+func (t *Tracer) reset() {
+	clear(t.ids)
+	t.freeIDs, t.nextID = t.freeIDs[:0], 0
+	t.record(trace.OpRequestEnd, 0, 0)
+}
+
+// Detach stops tracing and takes the tracer out of the heap's hooks,
+// wherever it stands among them; it does nothing if the tracer is not
+// attached. The trace stays open: attach again, to the same heap or another, to go on.
 // Blocks still live are forgotten; their later frees are not recorded.
 func (t *Tracer) Detach() {
 	t.detach()
@@ -91,11 +94,11 @@ func (t *Tracer) Detach() {
 
 func (t *Tracer) newID(p uintptr) uint32 {
 	var id uint32
-	if n := len(t.free); n > 0 {
-		id, t.free = t.free[n-1], t.free[:n-1]
+	if n := len(t.freeIDs); n > 0 {
+		id, t.freeIDs = t.freeIDs[n-1], t.freeIDs[:n-1]
 	} else {
-		id = t.next
-		t.next++
+		id = t.nextID
+		t.nextID++
 	}
 	t.ids[p] = id
 	return id
@@ -130,8 +133,10 @@ func (t *Tracer) Err() error {
 	return t.err
 }
 
-// Close detaches the tracer and flushes the trace; it returns the first
-// error met while writing. The underlying writer is not closed.
+// Close detaches the tracer (as Detach does, wherever it stands among the
+// heap's hooks) and flushes the trace; it returns the first error met
+// while writing. The underlying writer is not closed. Closing again does
+// nothing more and returns the same error.
 func (t *Tracer) Close() error {
 	t.Detach()
 	t.mu.Lock()

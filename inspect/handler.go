@@ -19,7 +19,8 @@ import (
 //
 //	/debug/zmm/                     an index of the heaps, with links
 //	/debug/zmm/snapshot?heap=NAME   the snapshot as JSON (zmm.Snapshot's schema);
-//	                                blocks=0 leaves out the live blocks
+//	                                blocks=0 leaves out the live blocks and
+//	                                adds their totals (see Summary)
 //	/debug/zmm/profile?heap=NAME    a pprof profile of the live allocations
 //	                                (see Profile), for go tool pprof
 //
@@ -71,10 +72,11 @@ func serveSnapshot(w http.ResponseWriter, r *http.Request) {
 		writeSnapshotError(w, err)
 		return
 	}
+	page := &Summary{Snapshot: s}
 	if r.URL.Query().Get("blocks") == "0" {
-		s.Blocks = nil
+		page = withoutBlocks(s)
 	}
-	body, err := json.MarshalIndent(s, "", "  ")
+	body, err := json.MarshalIndent(page, "", "  ")
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return

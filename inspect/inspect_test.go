@@ -22,6 +22,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/gozmm/zmm/bench/trace"
 	"github.com/gozmm/zmm/zmm"
 )
 
@@ -158,13 +159,21 @@ func TestLoadErrors(t *testing.T) {
 	}{
 		{"missing", filepath.Join(dir, "nope.json"), "nope.json: no such file"},
 		{"bad json", write("bad.json", `{"version": 1, "stats": `), "not a snapshot: bad JSON: line 1, column"},
-		{"not an object", write("array.json", `[1, 2]`), "not a snapshot: bad JSON"},
+		{"not an object", write("array.json", ` [{"version": 1}]`), "not a snapshot: a heap snapshot is a JSON object, and this is an array"},
+		{"a string", write("string.json", `"snapshot"`), "not a snapshot: a heap snapshot is a JSON object, and this is a string"},
+		{"null", write("null.json", "null\n"), "not a snapshot: a heap snapshot is a JSON object, and this is null"},
+		{"bad array", write("badarray.json", `[1, 2`), "not a snapshot: bad JSON: line 1, column"},
+		{"version type", write("vtype.json", `{"version": "1"}`), `not a snapshot: field "version" is a JSON string, where a snapshot has a number`},
 		{"no version", write("noversion.json", `{"name": "x"}`), `not a snapshot: no "version" field`},
 		{"version 2", write("v2.json", `{"version": 2}`), "unsupported snapshot version 2 (this program reads version 1)"},
-		{"wrong type", write("type.json", `{"version": 1, "stats": {"usage": "lots"}}`), "bad snapshot: json: cannot unmarshal"},
+		{"wrong type", write("type.json", `{"version": 1, "stats": {"usage": "lots"}}`), `bad snapshot: field "stats.usage" is a JSON string, where a snapshot has a number`},
+		{"out of range", write("range.json", `{"version": 1, "stats": {"chunks": 1e30}}`), `bad snapshot: field "stats.chunks" holds 1e30, out of its range`},
+		{"wrong object", write("obj.json", `{"version": 1, "bins": {}}`), `bad snapshot: field "bins" is a JSON object, where a snapshot has an array`},
 		{"no geometry", write("geom.json", `{"version": 1}`), "bad snapshot: page size 0 and chunk size 0 do not fit"},
 		{"runs", write("runs.json", badRuns), "bad snapshot: chunk 0x"},
-		{"empty", write("empty.json", ``), "not a snapshot: bad JSON"},
+		{"empty", write("empty.json", " \n"), "not a snapshot: empty"},
+		{"trace", write("x.ztrace", trace.Magic+"\x01\x00\x00\x00\x00\x00\x00\x00"), "x.ztrace: an allocation trace, not a heap snapshot"},
+		{"gzipped trace", write("x.ztrace.gz", gzipped(trace.Magic+"\x01\x00\x00\x00\x00\x00\x00\x00")), "x.ztrace.gz: an allocation trace, not a heap snapshot"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -172,8 +181,18 @@ func TestLoadErrors(t *testing.T) {
 			require.Error(t, err)
 			assert.Contains(t, err.Error(), c.want)
 			assert.NotContains(t, err.Error(), "\n")
+			assert.NotContains(t, err.Error(), "Go ", "no Go types in the message")
+			assert.Equal(t, strings.HasPrefix(c.name, "trace") || strings.HasPrefix(c.name, "gzipped trace"), errors.Is(err, ErrTrace))
 		})
 	}
+}
+
+func gzipped(s string) string {
+	var b bytes.Buffer
+	zw := gzip.NewWriter(&b)
+	_, _ = zw.Write([]byte(s))
+	_ = zw.Close()
+	return b.String()
 }
 
 func TestLoadURL(t *testing.T) {
@@ -302,6 +321,14 @@ func TestHandler(t *testing.T) {
 	s, err = Decode(bytes.NewReader(body))
 	require.NoError(t, err)
 	assert.Empty(t, s.Blocks)
+	sum, err := DecodeSummary(bytes.NewReader(body))
+	require.NoError(t, err)
+	assert.Empty(t, sum.Blocks)
+	want := BlockTotals{Count: 10 + 3 + 1 + 1, Bytes: 10*100 + 3*20000 + 3<<20 + 700}
+	assert.Equal(t, &want, sum.BlocksLeftOut, "the blocks left out are counted")
+	assert.Equal(t, want, sum.LiveBlocks())
+	_, err = DecodeSummary(strings.NewReader(strings.Replace(string(body), `"blocks_left_out"`, `"blocks": [{"size": 1}], "blocks_left_out"`, 1)))
+	assert.EqualError(t, err, "bad snapshot: it lists its blocks and says it left them out")
 
 	_, body = get(t, base+"snapshot")
 	s, err = Decode(bytes.NewReader(body))

@@ -12,14 +12,21 @@ import (
 	"net/url"
 	"os"
 	"path"
+	"reflect"
 	"strings"
 	"time"
 
+	"github.com/gozmm/zmm/bench/trace"
 	"github.com/gozmm/zmm/zmm"
 )
 
 // LoadTimeout bounds how long Load waits for a URL.
 var LoadTimeout = 10 * time.Second
+
+// ErrTrace is what Load and Decode return, wrapped, for an allocation
+// trace (bench/trace's format, ../shared/TRACE_FORMAT.md): both are files
+// of a heap's life, gzipped or not, easily taken one for the other.
+var ErrTrace = errors.New("an allocation trace, not a heap snapshot")
 
 // maxSnapshotBytes bounds what Load reads: a snapshot listing every block
 // of a large debug heap is big, but not this big.
@@ -32,6 +39,16 @@ const maxSnapshotBytes = 1 << 30
 // status other than 200, bad JSON, a snapshot of another version and a
 // snapshot whose chunk maps do not add up, each with an error saying so.
 func Load(src string) (*zmm.Snapshot, error) {
+	s, err := LoadSummary(src)
+	if err != nil {
+		return nil, err
+	}
+	return s.Snapshot, nil
+}
+
+// LoadSummary is Load, keeping the totals of the blocks that the handler
+// left out (blocks=0 in the URL).
+func LoadSummary(src string) (*Summary, error) {
 	if strings.HasPrefix(src, "http://") || strings.HasPrefix(src, "https://") {
 		return loadURL(src)
 	}
@@ -43,7 +60,7 @@ func Load(src string) (*zmm.Snapshot, error) {
 		return nil, err
 	}
 	defer f.Close()
-	s, err := Decode(f)
+	s, err := DecodeSummary(f)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", src, err)
 	}
@@ -75,7 +92,7 @@ func SnapshotURL(src string) (string, error) {
 	return u.String(), nil
 }
 
-func loadURL(src string) (*zmm.Snapshot, error) {
+func loadURL(src string) (*Summary, error) {
 	target, err := SnapshotURL(src)
 	if err != nil {
 		return nil, err
@@ -98,7 +115,7 @@ func loadURL(src string) (*zmm.Snapshot, error) {
 		}
 		return nil, fmt.Errorf("%s: %s%s", target, resp.Status, line)
 	}
-	s, err := Decode(resp.Body)
+	s, err := DecodeSummary(resp.Body)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", target, err)
 	}
@@ -108,6 +125,16 @@ func loadURL(src string) (*zmm.Snapshot, error) {
 // Decode reads a snapshot's JSON (gzipped or not) from r and checks it as
 // Load does.
 func Decode(r io.Reader) (*zmm.Snapshot, error) {
+	s, err := DecodeSummary(r)
+	if err != nil {
+		return nil, err
+	}
+	return s.Snapshot, nil
+}
+
+// DecodeSummary is Decode, keeping the totals of the blocks that the
+// handler left out.
+func DecodeSummary(r io.Reader) (*Summary, error) {
 	br := bufio.NewReader(io.LimitReader(r, maxSnapshotBytes))
 	if magic, _ := br.Peek(2); bytes.Equal(magic, []byte{0x1f, 0x8b}) {
 		zr, err := gzip.NewReader(br)
@@ -117,15 +144,27 @@ func Decode(r io.Reader) (*zmm.Snapshot, error) {
 		defer zr.Close()
 		br = bufio.NewReader(io.LimitReader(zr, maxSnapshotBytes))
 	}
-	var probe struct {
-		Version *int `json:"version"`
+	if magic, _ := br.Peek(len(trace.Magic)); string(magic) == trace.Magic {
+		return nil, ErrTrace
 	}
 	data, err := io.ReadAll(br)
 	if err != nil {
 		return nil, fmt.Errorf("reading the snapshot: %v", err)
 	}
+	// A snapshot is a JSON object: say what else it is in words, not as
+	// the Go type it does not fit.
+	switch text := bytes.TrimLeft(data, " \t\r\n"); {
+	case len(text) == 0:
+		return nil, errors.New("not a snapshot: empty")
+	case text[0] != '{' && json.Valid(text):
+		return nil, fmt.Errorf("not a snapshot: a heap snapshot is a JSON object, and this is %s", jsonKind(text[0]))
+	}
+	var probe struct {
+		Version       *int         `json:"version"`
+		BlocksLeftOut *BlockTotals `json:"blocks_left_out"`
+	}
 	if err := json.Unmarshal(data, &probe); err != nil {
-		return nil, fmt.Errorf("not a snapshot: bad JSON: %v", jsonError(data, err))
+		return nil, fmt.Errorf("not a snapshot: %v", jsonError(data, err))
 	}
 	switch {
 	case probe.Version == nil:
@@ -133,26 +172,72 @@ func Decode(r io.Reader) (*zmm.Snapshot, error) {
 	case *probe.Version != zmm.SnapshotVersion:
 		return nil, fmt.Errorf("unsupported snapshot version %d (this program reads version %d)", *probe.Version, zmm.SnapshotVersion)
 	}
-	var s zmm.Snapshot
-	if err := json.Unmarshal(data, &s); err != nil {
+	s := Summary{Snapshot: new(zmm.Snapshot), BlocksLeftOut: probe.BlocksLeftOut}
+	if err := json.Unmarshal(data, s.Snapshot); err != nil {
 		return nil, fmt.Errorf("bad snapshot: %v", jsonError(data, err))
 	}
-	if err := Validate(&s); err != nil {
+	if err := Validate(s.Snapshot); err != nil {
 		return nil, err
+	}
+	if s.BlocksLeftOut != nil && len(s.Blocks) > 0 {
+		return nil, errors.New("bad snapshot: it lists its blocks and says it left them out")
 	}
 	return &s, nil
 }
 
-// jsonError adds the line and column to a syntax error.
+// jsonError says what is wrong with JSON that does not decode as a
+// snapshot: where a syntax error is, or which field holds a value of the
+// wrong kind.
 func jsonError(data []byte, err error) error {
 	var se *json.SyntaxError
 	if errors.As(err, &se) && se.Offset <= int64(len(data)) {
 		before := data[:se.Offset]
 		line := bytes.Count(before, []byte("\n")) + 1
 		col := len(before) - bytes.LastIndexByte(before, '\n')
-		return fmt.Errorf("line %d, column %d: %v", line, col, err)
+		return fmt.Errorf("bad JSON: line %d, column %d: %v", line, col, err)
+	}
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) && te.Field != "" {
+		if n, ok := strings.CutPrefix(te.Value, "number "); ok {
+			return fmt.Errorf("field %q holds %s, out of its range", te.Field, n)
+		}
+		return fmt.Errorf("field %q is a JSON %s, where a snapshot has %s", te.Field, te.Value, typeKind(te.Type))
 	}
 	return err
+}
+
+// jsonKind names the kind of the JSON value that starts with c.
+func jsonKind(c byte) string {
+	switch c {
+	case '{':
+		return "an object"
+	case '[':
+		return "an array"
+	case '"':
+		return "a string"
+	case 't', 'f':
+		return "a boolean"
+	case 'n':
+		return "null"
+	}
+	return "a number"
+}
+
+// typeKind names the kind of JSON value that decodes into t.
+func typeKind(t reflect.Type) string {
+	switch t.Kind() {
+	case reflect.Struct, reflect.Map:
+		return jsonKind('{')
+	case reflect.Slice, reflect.Array:
+		return jsonKind('[')
+	case reflect.String:
+		return jsonKind('"')
+	case reflect.Bool:
+		return jsonKind('t')
+	case reflect.Pointer:
+		return typeKind(t.Elem())
+	}
+	return jsonKind('0')
 }
 
 // Validate checks what the reports rely on: the geometry, the bins, and

@@ -124,8 +124,8 @@ func layoutMap(s *zmm.Snapshot) *mapDrawing {
 	for _, h := range s.Huge {
 		hugeBytes += h.Size
 	}
-	d.text(x0, y, fmt.Sprintf("usage %s, real %s, %d chunk(s), %d huge (%s)",
-		inspect.FormatBytes(s.Stats.Usage), inspect.FormatBytes(s.Stats.RealUsage), len(s.Chunks), len(s.Huge), inspect.FormatBytes(hugeBytes)), colDim)
+	d.text(x0, y, fmt.Sprintf("usage %s, real %s, %s, %d huge (%s)",
+		inspect.FormatBytes(s.Stats.Usage), inspect.FormatBytes(s.Stats.RealUsage), count(len(s.Chunks), "chunk"), len(s.Huge), inspect.FormatBytes(hugeBytes)), colDim)
 	y += lineHeight + 10
 
 	present := map[int]bool{}
@@ -143,6 +143,9 @@ func layoutMap(s *zmm.Snapshot) *mapDrawing {
 		for _, r := range c.Runs {
 			var col color.RGBA
 			title := fmt.Sprintf("pages %d-%d: ", r.Start, r.Start+r.Pages-1)
+			if r.Pages == 1 {
+				title = fmt.Sprintf("page %d: ", r.Start)
+			}
 			switch r.Kind {
 			case "free":
 				continue
@@ -157,7 +160,7 @@ func layoutMap(s *zmm.Snapshot) *mapDrawing {
 				if r.Bin >= 0 && r.Bin < len(s.Bins) {
 					size = s.Bins[r.Bin].Size
 				}
-				title += fmt.Sprintf("bin %d (%d B), %d blocks used", r.Bin, size, r.Used)
+				title += fmt.Sprintf("bin %d (%d B), %s used", r.Bin, size, count(r.Used, "block"))
 			default:
 				col, title = colUnknown, title+r.Kind
 			}
@@ -177,7 +180,7 @@ func layoutMap(s *zmm.Snapshot) *mapDrawing {
 		y += lineHeight
 	}
 	if n := len(s.CachedChunks) + len(s.CachedHuge); n > 0 {
-		d.text(x0, y, fmt.Sprintf("cached for reuse: %d chunk(s), %d huge mapping(s)", len(s.CachedChunks), len(s.CachedHuge)), colDim)
+		d.text(x0, y, fmt.Sprintf("cached for reuse: %s, %s", count(len(s.CachedChunks), "chunk"), count(len(s.CachedHuge), "huge mapping")), colDim)
 		y += lineHeight
 	}
 	bottom := y

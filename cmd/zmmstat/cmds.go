@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -20,7 +21,7 @@ func cmdShow(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	s, err := inspect.Load(pos[0])
+	s, err := load(pos[0])
 	if err != nil {
 		return err
 	}
@@ -31,6 +32,16 @@ func cmdShow(args []string, stdout io.Writer) error {
 	writeShow(&b, s)
 	_, err = stdout.Write(b.Bytes())
 	return err
+}
+
+// load reads a snapshot as inspect.LoadSummary does, and points at replay
+// for an allocation trace.
+func load(src string) (*inspect.Summary, error) {
+	s, err := inspect.LoadSummary(src)
+	if errors.Is(err, inspect.ErrTrace) && !isURL(src) {
+		return nil, fmt.Errorf("%w: replay it with zmmstat replay %s", err, src)
+	}
+	return s, err
 }
 
 func writeJSON(w io.Writer, v any) error {
@@ -49,11 +60,11 @@ func cmdPprof(args []string, stdout io.Writer) error {
 	if *out == "" {
 		return usageErr("pprof: missing -o OUT.pb.gz")
 	}
-	s, err := inspect.Load(pos[0])
+	s, err := load(pos[0])
 	if err != nil {
 		return err
 	}
-	p, err := inspect.Profile(s)
+	p, err := inspect.Profile(s.Snapshot)
 	if err != nil {
 		return err
 	}
@@ -73,8 +84,8 @@ func cmdPprof(args []string, stdout io.Writer) error {
 	if len(s.Blocks) == 0 {
 		what = "bins and kinds (the heap keeps no sites: use a debug heap for sites)"
 	}
-	fmt.Fprintf(stdout, "wrote %s: %d samples, %d objects, %s in use, by %s\nnext: go tool pprof -top %s\n",
-		*out, len(p.Sample), objects, inspect.FormatBytes(uint64(space)), what, *out)
+	fmt.Fprintf(stdout, "wrote %s: %s, %s, %s in use, by %s\nnext: go tool pprof -top %s\n",
+		*out, count(len(p.Sample), "sample"), count(int(objects), "object"), inspect.FormatBytes(uint64(space)), what, *out)
 	return nil
 }
 
@@ -92,15 +103,15 @@ func cmdMap(args []string, stdout io.Writer) error {
 	case ext != ".svg" && ext != ".png":
 		return usageErr("map: -o %s: the picture's name must end in .svg or .png", *out)
 	}
-	s, err := inspect.Load(pos[0])
+	s, err := load(pos[0])
 	if err != nil {
 		return err
 	}
 	var b bytes.Buffer
 	if ext == ".svg" {
-		err = writeSVG(&b, s)
+		err = writeSVG(&b, s.Snapshot)
 	} else {
-		err = writePNG(&b, s)
+		err = writePNG(&b, s.Snapshot)
 	}
 	if err != nil {
 		return err
@@ -108,6 +119,6 @@ func cmdMap(args []string, stdout io.Writer) error {
 	if err := os.WriteFile(*out, b.Bytes(), 0o644); err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "wrote %s: %d chunk(s)\n", *out, len(s.Chunks))
+	fmt.Fprintf(stdout, "wrote %s: %s\n", *out, count(len(s.Chunks), "chunk"))
 	return nil
 }

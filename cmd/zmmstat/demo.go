@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	_ "embed"
 	"flag"
 	"fmt"
 	"io"
@@ -10,19 +9,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/gozmm/zmm/bench/replay"
-	"github.com/gozmm/zmm/bench/trace"
 	"github.com/gozmm/zmm/inspect"
 	"github.com/gozmm/zmm/zmm"
 )
-
-// demoTrace is a PHP-like workload: a few requests of strings, arrays,
-// objects, growing buffers and a file read whole, recorded in the trace
-// format. demo_gen_test.go generates it:
-//
-//go:generate go test -run TestDemoTrace -update-demo
-//go:embed demo.ztrace.gz
-var demoTrace []byte
 
 func cmdDemo(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
@@ -46,23 +35,27 @@ func cmdDemo(args []string, stdout, stderr io.Writer) error {
 	}
 	if *asJSON {
 		return writeJSON(stdout, struct {
-			Trace      traceInfo     `json:"trace"`
-			Replay     replay.Result `json:"replay"`
+			Workload   workloadStats `json:"workload"`
 			Snapshot   *zmm.Snapshot `json:"snapshot"`
 			LeakReport string        `json:"leak_report"`
-		}{traceInfoOf(d.trace), d.res, d.snap, d.leaks})
+		}{d.stats, d.snap, d.leaks})
 	}
 	var b bytes.Buffer
-	t := d.trace
-	fmt.Fprintf(&b, "zmmstat demo: a PHP-like workload of %d requests (%d allocs, %d frees, %d reallocs)\n",
-		t.Requests, t.Allocs, t.Frees, t.Reallocs)
-	fmt.Fprintf(&b, "replayed on a debug heap (zmm.WithDebug(true)). The last request has a planted bug:\n")
-	fmt.Fprintf(&b, "the demo's own code allocates %d blocks there and never frees them.\n\n", plantedLeaks)
-	fmt.Fprintf(&b, "replayed %d calls in %v (%.0f ns a call in debug mode), %d mismatches;\n",
-		d.res.Ops, d.res.Duration.Round(100*time.Microsecond), d.res.NsPerOp, d.res.Mismatches)
-	fmt.Fprintf(&b, "peak usage %s, real peak %s\n\n", inspect.FormatBytes(d.res.PeakUsage), inspect.FormatBytes(d.res.RealPeakUsage))
+	st := d.stats
+	fmt.Fprintf(&b, "zmmstat demo: a PHP-like workload of %s (%s, %s, %s)\n",
+		count(st.Requests, "request"), count(st.Allocs, "alloc"), count(st.Frees, "free"), count(st.Reallocs, "realloc"))
+	fmt.Fprintf(&b, "on a debug heap (zmm.WithDebug(true)), each kind of memory allocated by a function\n")
+	fmt.Fprintf(&b, "named for it (cmd/zmmstat/workload.go). The last request has a planted bug:\n")
+	fmt.Fprintf(&b, "cacheSessionKeys and growResponseBuffer allocate %s and never free them.\n\n", count(plantedLeaks, "block"))
+	ns := 0.0
+	if n := st.calls(); n > 0 {
+		ns = float64(st.Duration.Nanoseconds()) / float64(n)
+	}
+	fmt.Fprintf(&b, "%s in %v: %.0f ns each on a debug heap, the workload's own work included\n",
+		count(st.calls(), "heap call"), st.Duration.Round(100*time.Microsecond), ns)
+	fmt.Fprintf(&b, "peak usage %s, real peak %s\n\n", inspect.FormatBytes(st.PeakUsage), inspect.FormatBytes(st.RealPeakUsage))
 	rule(&b, "the heap at the end of the last request, before its Reset (zmmstat show)")
-	writeShow(&b, d.snap)
+	writeShow(&b, &inspect.Summary{Snapshot: d.snap})
 	fmt.Fprintln(&b)
 	rule(&b, "the leak report the debug heap wrote at that Reset (the Zend MM's format)")
 	b.WriteString(d.leaks)
@@ -77,58 +70,29 @@ func rule(w io.Writer, title string) {
 	fmt.Fprintf(w, "== %s %s\n", title, strings.Repeat("=", max(3, 76-len(title))))
 }
 
-type traceInfo struct {
-	Records  int `json:"records"`
-	Requests int `json:"requests"`
-	Allocs   int `json:"allocs"`
-	Frees    int `json:"frees"`
-	Reallocs int `json:"reallocs"`
-	MaxLive  int `json:"max_live"`
-}
-
-func traceInfoOf(t *trace.Trace) traceInfo {
-	return traceInfo{len(t.Records), t.Requests, t.Allocs, t.Frees, t.Reallocs, t.MaxLive}
-}
-
 type demoRun struct {
-	trace *trace.Trace
-	res   replay.Result
+	stats workloadStats
 	snap  *zmm.Snapshot
 	leaks string
 }
 
-// runDemo replays the embedded trace on a fresh debug heap. Each request
-// end frees the trace's live blocks one by one and resets the heap, so the
-// leak report at a Reset lists only blocks the trace does not own: the
-// ones the last request's planted bug leaks.
+// runDemo runs the workload on a fresh debug heap, plants the leaks in
+// its last request and takes the snapshot there.
 func runDemo() (*demoRun, error) {
-	t, err := trace.Read(bytes.NewReader(demoTrace))
-	if err != nil {
-		return nil, fmt.Errorf("the embedded demo trace: %w", err)
-	}
 	var leaks bytes.Buffer
 	h, err := zmm.New(zmm.WithDebug(true), zmm.WithName("demo"), zmm.WithLeakReport(&leaks))
 	if err != nil {
 		return nil, err
 	}
 	defer h.Close()
-	d := &demoRun{trace: t}
-	d.res, err = replay.ZmmHooks(h, t, replay.Hooks{
-		FreeAtEnd: true,
-		AtRequestEnd: func(request int, last bool) {
-			if last {
-				cacheSessionKeys(h)
-				growResponseBuffer(h)
-				d.snap = h.Snapshot()
-			}
-		},
+	d := &demoRun{}
+	d.stats = runWorkload(h, func(request int, last bool) {
+		if last {
+			cacheSessionKeys(h)
+			growResponseBuffer(h)
+			d.snap = h.Snapshot()
+		}
 	})
-	if err != nil {
-		return nil, err
-	}
-	if d.snap == nil {
-		return nil, fmt.Errorf("the embedded demo trace does not end with a request end")
-	}
 	d.leaks = leaks.String()
 	return d, nil
 }

@@ -30,7 +30,7 @@ const usage = `zmmstat looks inside zmm heaps.
 
 usage:
   zmmstat demo [--json] [--save FILE]
-        replay a built-in PHP-like workload on a debug heap, with a leak
+        run a built-in PHP-like workload on a debug heap, with a leak
         planted in its last request, and print the heap report and the
         leak report (--save writes the snapshot's JSON to FILE)
   zmmstat show FILE|URL [--json]
@@ -143,6 +143,12 @@ func parse(fs *flag.FlagSet, args []string, want int, what string) ([]string, er
 		return nil, usageErr("%s: too many arguments: %s", fs.Name(), strings.Join(pos[want:], " "))
 	}
 	return pos, nil
+}
+
+// isURL reports whether src names a running program's handler rather than
+// a file.
+func isURL(src string) bool {
+	return strings.HasPrefix(src, "http://") || strings.HasPrefix(src, "https://")
 }
 
 // isTerminal reports whether w is a terminal.

@@ -193,7 +193,7 @@ func TestMapSVG(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "chunks.svg")
 	code, stdout, errOut := zmmstat(t, "map", filepath.Join("testdata", "debug.json"), "-o", out)
 	require.Equal(t, 0, code, errOut)
-	assert.Equal(t, "wrote "+out+": 2 chunk(s)\n", stdout)
+	assert.Equal(t, "wrote "+out+": 2 chunks\n", stdout)
 	data, err := os.ReadFile(out)
 	require.NoError(t, err)
 	dec := xml.NewDecoder(bytes.NewReader(data))
@@ -277,6 +277,9 @@ func TestErrors(t *testing.T) {
 	tb.Write([]byte{1, 0, 0, 0, 0, 0, 0, 0})
 	tb.Write(trace.AppendRecord(nil, trace.Record{Op: trace.OpFree, ID: 3}))
 	badTrace := write("bad.ztrace", tb.Bytes())
+	goodTrace := writeTrace(t, "good.ztrace", trace.Record{Op: trace.OpAlloc, ID: 0, Size: 10})
+	goodTraceGz := writeTrace(t, "good.ztrace.gz", trace.Record{Op: trace.OpAlloc, ID: 0, Size: 10})
+	array := write("array.json", []byte(`[{"version": 1}]`))
 	notTrace := write("not.ztrace", []byte("hello"))
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
@@ -292,6 +295,11 @@ func TestErrors(t *testing.T) {
 		{[]string{"show", missing}, "zmmstat: " + missing + ": no such file"},
 		{[]string{"show", badSnap}, "not a snapshot: bad JSON"},
 		{[]string{"show", oldSnap}, "unsupported snapshot version 7"},
+		{[]string{"show", array}, array + ": not a snapshot: a heap snapshot is a JSON object, and this is an array"},
+		{[]string{"show", goodTrace}, goodTrace + ": an allocation trace, not a heap snapshot: replay it with zmmstat replay " + goodTrace},
+		{[]string{"show", goodTraceGz}, goodTraceGz + ": an allocation trace, not a heap snapshot: replay it with zmmstat replay " + goodTraceGz},
+		{[]string{"pprof", goodTraceGz, "-o", out + ".pb.gz"}, "an allocation trace, not a heap snapshot: replay it with zmmstat replay"},
+		{[]string{"map", goodTrace, "-o", out + ".svg"}, "an allocation trace, not a heap snapshot: replay it with zmmstat replay"},
 		{[]string{"show", deadURL}, "unreachable"},
 		{[]string{"pprof", missing, "-o", out + ".pb.gz"}, "no such file"},
 		{[]string{"pprof", badSnap, "-o", out + ".pb.gz"}, "bad JSON"},
@@ -313,6 +321,8 @@ func TestErrors(t *testing.T) {
 		assert.True(t, strings.HasPrefix(stderr, "zmmstat: "), "%v: %q", f.args, stderr)
 		assert.Equal(t, 1, strings.Count(stderr, "\n"), "%v: one line: %q", f.args, stderr)
 		assert.Empty(t, stdout, "%v", f.args)
+		assert.NotContains(t, stderr, "struct {", "%v: no Go types", f.args)
+		assert.NotContains(t, stderr, "invalid character", "%v", f.args)
 	}
 
 	usages := []struct {
@@ -356,12 +366,12 @@ func TestDemo(t *testing.T) {
 	require.Equal(t, 0, code, errOut)
 	assert.Empty(t, errOut)
 	for _, want := range []string{
-		"zmmstat demo: a PHP-like workload of 5 requests",
-		"0 mismatches",
+		"zmmstat demo: a PHP-like workload of 5 requests (",
+		" ns each on a debug heap",
 		`heap "demo" (chunks mode, debug)`,
 		"chunk 0 (main) at 0x",
 		"top allocation sites",
-		"cacheSessionKeys  ",
+		"readFileWhole  ",
 		"growResponseBuffer  ",
 		"reallocated; first allocated in ",
 		"Script:  'demo'",
@@ -375,25 +385,41 @@ func TestDemo(t *testing.T) {
 	} {
 		assert.Contains(t, out, want)
 	}
+	assert.Regexp(t, `\n +2\.\d KiB +\d+  2 more sites: (main|zmmstat)\.parseRequest, (main|zmmstat)\.cacheSessionKeys\n`, out,
+		"the sites after the top 10 are named")
 	s, err := inspect.Load(save)
 	require.NoError(t, err)
 	assert.Equal(t, "demo", s.Name)
-	assert.NotEmpty(t, s.Blocks)
+	require.NotEmpty(t, s.Blocks)
+
+	// Every block is charged to a function of the demo named for what it
+	// allocated, none to an engine in between.
+	bytesBy := map[string]uint64{}
+	for _, b := range s.Blocks {
+		require.True(t, strings.HasSuffix(b.Site.File, "cmd/zmmstat/workload.go") || strings.HasSuffix(b.Site.File, "cmd/zmmstat/demo.go"),
+			"%s allocated in %s", shortFunc(b.Site.Function), b.Site.File)
+		bytesBy[shortFunc(b.Site.Function)] += b.Size
+	}
+	for _, fn := range []string{"parseRequest", "concatStrings", "newHashTable", "newArray", "newObject", "renderRow",
+		"compileTemplate", "streamBuffer", "appendToArray", "readFileWhole", "cacheSessionKeys", "growResponseBuffer"} {
+		assert.NotZero(t, bytesBy["zmmstat."+fn]+bytesBy["main."+fn], "%s has live blocks", fn)
+	}
 
 	code, out, errOut = zmmstat(t, "demo", "--json")
 	require.Equal(t, 0, code, errOut)
 	var v struct {
-		Trace      traceInfo      `json:"trace"`
-		Replay     map[string]any `json:"replay"`
-		Snapshot   *zmm.Snapshot  `json:"snapshot"`
-		LeakReport string         `json:"leak_report"`
+		Workload   workloadStats `json:"workload"`
+		Snapshot   *zmm.Snapshot `json:"snapshot"`
+		LeakReport string        `json:"leak_report"`
 	}
 	require.NoError(t, json.Unmarshal([]byte(out), &v))
-	assert.Equal(t, 5, v.Trace.Requests)
+	assert.Equal(t, 5, v.Workload.Requests)
+	assert.Equal(t, v.Workload.Allocs, v.Workload.Frees, "the workload frees all it allocates")
+	assert.NotZero(t, v.Workload.Reallocs)
 	assert.Contains(t, v.LeakReport, "=== Total 4 memory leaks detected ===")
-	assert.Equal(t, float64(0), v.Replay["mismatches"])
 	require.NotNil(t, v.Snapshot)
 	assert.Equal(t, zmm.SnapshotVersion, v.Snapshot.Version)
+	assert.Len(t, v.Snapshot.Blocks, len(s.Blocks), "the workload is the same at every run")
 }
 
 func writeTrace(t *testing.T, name string, recs ...trace.Record) string {
@@ -443,6 +469,13 @@ func TestReplay(t *testing.T) {
 	require.Equal(t, 0, code, errOut)
 	assert.Contains(t, out, "2 requests")
 	assert.Contains(t, out, "usage       3.0 KiB")
+
+	// One of each, said in the singular.
+	path = writeTrace(t, "one.ztrace", a(0, 100))
+	code, out, errOut = zmmstat(t, "replay", path)
+	require.Equal(t, 0, code, errOut)
+	assert.Contains(t, out, "replay of one.ztrace: 1 record: 1 alloc, 0 frees, 0 reallocs, 1 request\n")
+	assert.Contains(t, out, "bins: 1 of 30 holds runs\n")
 }
 
 func TestProgressBar(t *testing.T) {
@@ -504,6 +537,20 @@ func TestWatch(t *testing.T) {
 	}
 }
 
+func TestCount(t *testing.T) {
+	for want, got := range map[string]string{
+		"0 requests":     count(0, "request"),
+		"1 request":      count(1, "request"),
+		"2 requests":     count(2, "request"),
+		"1 mismatch":     count(1, "mismatch"),
+		"3 mismatches":   count(3, "mismatch"),
+		"2 live blocks":  count(2, "live block"),
+		"1 huge mapping": count(1, "huge mapping"),
+	} {
+		assert.Equal(t, want, got)
+	}
+}
+
 func TestHuman(t *testing.T) {
 	for n, want := range map[uint64]string{0: "0 B", 1000: "1000 B", 1024: "1.0 KiB", 5 << 19: "2.5 MiB"} {
 		assert.Equal(t, want, inspect.FormatBytes(n))
@@ -516,7 +563,7 @@ func TestHuman(t *testing.T) {
 }
 
 func TestShowNamesTheStorage(t *testing.T) {
-	s := plainSnapshot(t)
+	s := &inspect.Summary{Snapshot: plainSnapshot(t)}
 	var b bytes.Buffer
 	writeSummary(&b, s)
 	assert.NotContains(t, b.String(), "storage", "a heap over the OS has no storage line")
@@ -525,4 +572,44 @@ func TestShowNamesTheStorage(t *testing.T) {
 	b.Reset()
 	writeSummary(&b, s)
 	assert.Contains(t, b.String(), "\n  storage     region 0x7f0000000000+8 MiB\n")
+}
+
+// TestWatchCountsTheBlocksOfADebugHeap checks the live-block line of watch,
+// which fetches snapshots without their block lists, against a debug heap
+// served by the inspect handler.
+func TestWatchCountsTheBlocksOfADebugHeap(t *testing.T) {
+	h, err := zmm.New(zmm.WithDebug(true), zmm.WithLeakReport(nil))
+	require.NoError(t, err)
+	defer h.Close()
+	for range 20000 {
+		h.Alloc(100)
+	}
+	var mu sync.Mutex
+	inspect.Register("debug-watched", h, &mu)
+	defer inspect.Unregister("debug-watched")
+	srv := httptest.NewServer(inspect.Handler())
+	defer srv.Close()
+	url := srv.URL + "/debug/zmm/?heap=debug-watched"
+
+	const want = "  live blocks 20000, 1.9 MiB requested\n"
+	code, out, errOut := zmmstat(t, "show", url)
+	require.Equal(t, 0, code, errOut)
+	assert.Contains(t, out, want, "show, with the blocks")
+	code, out, errOut = zmmstat(t, "watch", url, "--count", "1")
+	require.Equal(t, 0, code, errOut)
+	assert.Contains(t, out, want, "watch, without the blocks")
+	code, out, errOut = zmmstat(t, "show", url+"&blocks=0")
+	require.Equal(t, 0, code, errOut)
+	assert.Contains(t, out, want, "show, told to leave the blocks out")
+	assert.NotContains(t, out, "top allocation sites")
+
+	code, out, errOut = zmmstat(t, "watch", url, "--count", "1", "--json")
+	require.Equal(t, 0, code, errOut)
+	var v struct {
+		Blocks        []zmm.BlockSnapshot  `json:"blocks"`
+		BlocksLeftOut *inspect.BlockTotals `json:"blocks_left_out"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(out), &v))
+	assert.Empty(t, v.Blocks)
+	assert.Equal(t, &inspect.BlockTotals{Count: 20000, Bytes: 20000 * 100}, v.BlocksLeftOut)
 }

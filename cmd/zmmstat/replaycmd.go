@@ -66,16 +66,29 @@ func cmdReplay(args []string, stdout, stderr io.Writer) error {
 		}{traceInfoOf(t), res, snap})
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "replay of %s: %d records: %d allocs, %d frees, %d reallocs, %d requests\n",
-		name, len(t.Records), t.Allocs, t.Frees, t.Reallocs, res.Requests)
+	fmt.Fprintf(&b, "replay of %s: %s: %s, %s, %s, %s\n", name, count(len(t.Records), "record"),
+		count(t.Allocs, "alloc"), count(t.Frees, "free"), count(t.Reallocs, "realloc"), count(res.Requests, "request"))
 	fmt.Fprintf(&b, "  time        %v, %.1f ns a record\n", res.Duration.Round(time.Microsecond), res.NsPerOp)
 	fmt.Fprintf(&b, "  peak usage  %s, real peak %s (highest over the requests)\n", inspect.FormatBytes(res.PeakUsage), inspect.FormatBytes(res.RealPeakUsage))
 	fmt.Fprintf(&b, "  mismatches  %d (freed blocks that lost the id written into them)\n", res.Mismatches)
-	fmt.Fprintf(&b, "  Go GC       %d cycles, %v of pauses during the replay\n\n", res.GCCycles, time.Duration(res.GCPauseNs))
+	fmt.Fprintf(&b, "  Go GC       %s, %v of pauses during the replay\n\n", count(int(res.GCCycles), "cycle"), time.Duration(res.GCPauseNs))
 	rule(&b, "the heap at the end of the trace's last request, before its Reset")
-	writeShow(&b, snap)
+	writeShow(&b, &inspect.Summary{Snapshot: snap})
 	_, err = io.WriteString(stdout, b.String())
 	return err
+}
+
+type traceInfo struct {
+	Records  int `json:"records"`
+	Requests int `json:"requests"`
+	Allocs   int `json:"allocs"`
+	Frees    int `json:"frees"`
+	Reallocs int `json:"reallocs"`
+	MaxLive  int `json:"max_live"`
+}
+
+func traceInfoOf(t *trace.Trace) traceInfo {
+	return traceInfo{len(t.Records), t.Requests, t.Allocs, t.Frees, t.Reallocs, t.MaxLive}
 }
 
 // progressBar draws a replay's progress on a terminal.

@@ -17,24 +17,28 @@ import (
 // mapRows and mapCols shape a chunk's page map: 8 rows of 64 pages.
 const mapCols = 64
 
-// topSites is how many allocation sites the report lists.
-const topSites = 10
+// topSites is how many allocation sites the report lists; it names the
+// functions of the others if they are no more than namedRest.
+const (
+	topSites  = 10
+	namedRest = 3
+)
 
-func writeShow(w io.Writer, s *zmm.Snapshot) {
+func writeShow(w io.Writer, s *inspect.Summary) {
 	writeSummary(w, s)
 	fmt.Fprintln(w)
-	writeBins(w, s)
+	writeBins(w, s.Snapshot)
 	fmt.Fprintln(w)
-	writeFragmentation(w, s)
+	writeFragmentation(w, s.Snapshot)
 	fmt.Fprintln(w)
-	writeChunkMaps(w, s)
+	writeChunkMaps(w, s.Snapshot)
 	if len(s.Huge) > 0 || len(s.CachedHuge) > 0 {
 		fmt.Fprintln(w)
-		writeHuge(w, s)
+		writeHuge(w, s.Snapshot)
 	}
 	if len(s.Blocks) > 0 {
 		fmt.Fprintln(w)
-		writeSites(w, s)
+		writeSites(w, s.Snapshot)
 	}
 }
 
@@ -46,9 +50,11 @@ func modeString(s *zmm.Snapshot) string {
 	return m
 }
 
-func writeSummary(w io.Writer, s *zmm.Snapshot) {
+// writeSummary writes the heap's statistics and, for a heap that keeps its
+// blocks, their totals, which s has even when it leaves the blocks out.
+func writeSummary(w io.Writer, s *inspect.Summary) {
 	st := s.Stats
-	fmt.Fprintf(w, "heap %q (%s), snapshot of %s\n", s.Name, modeString(s), s.Time.Format("2006-01-02 15:04:05 MST"))
+	fmt.Fprintf(w, "heap %q (%s), snapshot of %s\n", s.Name, modeString(s.Snapshot), s.Time.Format("2006-01-02 15:04:05 MST"))
 	fmt.Fprintf(w, "  usage       %-10s  peak %-10s   handed out, at class size (memory_get_usage)\n", inspect.FormatBytes(st.Usage), inspect.FormatBytes(st.PeakUsage))
 	fmt.Fprintf(w, "  real usage  %-10s  peak %-10s   mapped from the OS (memory_get_usage(true))\n", inspect.FormatBytes(st.RealUsage), inspect.FormatBytes(st.RealPeakUsage))
 	if s.Storage != "" {
@@ -68,12 +74,9 @@ func writeSummary(w io.Writer, s *zmm.Snapshot) {
 	}
 	fmt.Fprintf(w, "  chunks      %d live (peak %d), %d cached; huge blocks %d (%s), %d cached\n",
 		st.Chunks, st.PeakChunks, len(s.CachedChunks), len(s.Huge), inspect.FormatBytes(hugeBytes), len(s.CachedHuge))
-	if hasSites(s) {
-		var bytes uint64
-		for _, b := range s.Blocks {
-			bytes += b.Size
-		}
-		fmt.Fprintf(w, "  live blocks %d, %s requested\n", len(s.Blocks), inspect.FormatBytes(bytes))
+	if hasSites(s.Snapshot) {
+		live := s.LiveBlocks()
+		fmt.Fprintf(w, "  live blocks %d, %s requested\n", live.Count, inspect.FormatBytes(live.Bytes))
 	}
 }
 
@@ -87,7 +90,11 @@ func writeBins(w io.Writer, s *zmm.Snapshot) {
 			used++
 		}
 	}
-	fmt.Fprintf(w, "bins: %d of %d hold runs\n", used, len(s.Bins))
+	verb := "hold"
+	if used == 1 {
+		verb = "holds"
+	}
+	fmt.Fprintf(w, "bins: %d of %d %s runs\n", used, len(s.Bins), verb)
 	if used == 0 {
 		return
 	}
@@ -264,7 +271,7 @@ func shortFunc(name string) string {
 
 func writeSites(w io.Writer, s *zmm.Snapshot) {
 	sites := sitesOf(s)
-	fmt.Fprintf(w, "top allocation sites, by live bytes (%d sites, %d live blocks)\n", len(sites), len(s.Blocks))
+	fmt.Fprintf(w, "top allocation sites, by live bytes (%s, %s)\n", count(len(sites), "site"), count(len(s.Blocks), "live block"))
 	fmt.Fprintf(w, "  %10s %7s  %-16s %s\n", "bytes", "blocks", "kind", "site")
 	for _, st := range sites[:min(len(sites), topSites)] {
 		fmt.Fprintf(w, "  %10s %7d  %-16s %s  %s\n", inspect.FormatBytes(st.bytes), st.blocks, strings.Join(st.kinds, "+"),
@@ -281,6 +288,14 @@ func writeSites(w io.Writer, s *zmm.Snapshot) {
 			bytes += st.bytes
 			blocks += st.blocks
 		}
-		fmt.Fprintf(w, "  %10s %7d  %d more sites\n", inspect.FormatBytes(bytes), blocks, len(sites)-topSites)
+		rest := count(len(sites)-topSites, "more site")
+		if len(sites)-topSites <= namedRest {
+			var names []string
+			for _, st := range sites[topSites:] {
+				names = append(names, shortFunc(st.site.Function))
+			}
+			rest += ": " + strings.Join(names, ", ")
+		}
+		fmt.Fprintf(w, "  %10s %7d  %s\n", inspect.FormatBytes(bytes), blocks, rest)
 	}
 }

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/gozmm/zmm/inspect"
-	"github.com/gozmm/zmm/zmm"
 )
 
 func cmdWatch(ctx context.Context, args []string, stdout io.Writer) error {
@@ -30,7 +29,7 @@ func cmdWatch(ctx context.Context, args []string, stdout io.Writer) error {
 		return usageErr("watch: --count must not be negative")
 	}
 	src := pos[0]
-	if !strings.HasPrefix(src, "http://") && !strings.HasPrefix(src, "https://") {
+	if !isURL(src) {
 		return usageErr("watch: %q is not an http(s) URL (zmmstat show reads files)", src)
 	}
 	src, err = watchURL(src)
@@ -38,7 +37,7 @@ func cmdWatch(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	tty := isTerminal(stdout)
-	var prev *zmm.Snapshot
+	var prev *inspect.Summary
 	for i := 0; *count == 0 || i < *count; i++ {
 		if i > 0 {
 			select {
@@ -47,7 +46,7 @@ func cmdWatch(ctx context.Context, args []string, stdout io.Writer) error {
 			case <-time.After(*interval):
 			}
 		}
-		s, err := inspect.Load(src)
+		s, err := inspect.LoadSummary(src)
 		if err != nil {
 			if i == 0 {
 				return err // nothing to watch
@@ -80,7 +79,7 @@ func cmdWatch(ctx context.Context, args []string, stdout io.Writer) error {
 				delta(prev.Stats.Usage, s.Stats.Usage), delta(prev.Stats.RealUsage, s.Stats.RealUsage))
 		}
 		fmt.Fprintln(&b)
-		writeBins(&b, s)
+		writeBins(&b, s.Snapshot)
 		if _, err := io.WriteString(stdout, b.String()); err != nil {
 			return err
 		}
@@ -90,7 +89,8 @@ func cmdWatch(ctx context.Context, args []string, stdout io.Writer) error {
 }
 
 // watchURL is the snapshot URL for src, without the blocks: watch shows
-// none, and a debug heap has many.
+// only their totals, which the handler sends instead, and a debug heap has
+// many.
 func watchURL(src string) (string, error) {
 	s, err := inspect.SnapshotURL(src)
 	if err != nil {
