@@ -57,7 +57,6 @@ func cmdReplay(args []string, stdout, stderr io.Writer) error {
 	if snap == nil { // the trace's last request has no request end
 		snap = h.Snapshot()
 	}
-	snap.Name = name
 	if *asJSON {
 		return writeJSON(stdout, struct {
 			Trace    traceInfo     `json:"trace"`
