@@ -1,15 +1,16 @@
 // Package chunk manages zmm's unit of memory from the OS: 2 MiB chunks
 // aligned to 2 MiB, each cut into 512 pages of 4 KiB.
 //
-// It holds three things and nothing else:
+// It holds two things and nothing else:
 //   - the OS layer (map aligned memory, unmap, give pages back with madvise,
 //     grow or shrink a mapping in place), in os_linux.go;
-//   - the process-wide frame table, which says for every 2 MiB address frame
-//     which heap owns it and what it holds, so that a pointer can be
-//     validated before any header is read, in frames.go;
 //   - the chunk header that lives in page 0 of every chunk: the owning heap,
 //     the page map and the free-page bitmap, and the best-fit page-run
 //     allocator that works on them, in header.go.
+//
+// The process-wide frame table, which says which heap owns each 2 MiB
+// frame, is internal to the module (internal/frames): only zmm's own
+// packages may write it.
 //
 // zmm's page is always 4 KiB, whatever the OS page size is (4, 16 or 64 KiB
 // on arm64 kernels). Only returning memory to the OS deals in OS pages.

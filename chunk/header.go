@@ -97,7 +97,7 @@ const HeaderSize = unsafe.Sizeof(Header{})
 func At(base unsafe.Pointer) *Header { return (*Header)(base) }
 
 // Of returns the header of the chunk that contains p. The caller must know
-// that p lies in a live chunk (see LookupFrame).
+// that p lies in a live chunk (see the frame table, internal/frames).
 func Of(p unsafe.Pointer) *Header {
 	return (*Header)(unsafe.Add(p, -int(uintptr(p)&(Size-1))))
 }

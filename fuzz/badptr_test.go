@@ -14,6 +14,7 @@ import (
 	"github.com/gozmm/zmm/bins"
 	"github.com/gozmm/zmm/chunk"
 	"github.com/gozmm/zmm/debugheader"
+	"github.com/gozmm/zmm/internal/frames"
 	"github.com/gozmm/zmm/zmm"
 )
 
@@ -262,19 +263,19 @@ func bpNewWorld(tb testing.TB) *bpWorld {
 			}
 			bh.freed = append(bh.freed, b)
 		}
-		bh.id = chunk.LookupFrame(bh.chunks[0]).Owner()
+		bh.id = frames.Lookup(bh.chunks[0]).Owner()
 		bh.usage, bh.peak, bh.real = bh.h.Usage(), bh.h.PeakUsage(), bh.h.RealUsage()
 		// The layout relies on these; fail loudly if zmm changes them.
 		for _, b := range bh.freed {
-			f := chunk.LookupFrame(b.addr)
-			want := chunk.FrameKind(0)
+			f := frames.Lookup(b.addr)
+			want := frames.Kind(0)
 			switch b.what {
 			case "cached huge":
-				want = chunk.FrameCachedHuge
+				want = frames.CachedHuge
 			case "unmapped huge", "quarantined huge":
-				want = chunk.FrameFreedHuge
+				want = frames.FreedHuge
 			default:
-				want = chunk.FrameChunk
+				want = frames.Chunk
 			}
 			if f.Kind() != want || f.Owner() != bh.id {
 				tb.Fatalf("%s: the %v is in frame %v, the test expected a %v of heap %d", bh.name, b, f, want, bh.id)
@@ -352,10 +353,10 @@ func (w *bpWorld) expect(bh *bpHeap, user uintptr) (want error, why, skip string
 	// Not memory this test laid out. Other tests in the process may have
 	// left heaps open: their live memory is another heap's, whatever
 	// zmm knows of beyond that (tombstones) is no block.
-	switch f := chunk.LookupFrame(addr); {
-	case f.Owner() == bh.id && f.Kind() != chunk.FrameNone:
+	switch f := frames.Lookup(addr); {
+	case f.Owner() == bh.id && f.Kind() != frames.None:
 		return nil, "", fmt.Sprintf("0x%x is in %v, which the test did not lay out", addr, f)
-	case f.Kind() == chunk.FrameChunk || f.Kind() == chunk.FrameHuge || f.Kind() == chunk.FrameHugeInterior:
+	case f.Kind() == frames.Chunk || f.Kind() == frames.Huge || f.Kind() == frames.HugeInterior:
 		return zmm.ErrWrongHeap, fmt.Sprintf("0x%x is in %v, made by another test", addr, f), ""
 	}
 	return zmm.ErrInvalidPointer, fmt.Sprintf("0x%x is no memory of any zmm heap", addr), ""

@@ -6,6 +6,7 @@ import (
 	"sync"
 
 	"github.com/gozmm/zmm/chunk"
+	"github.com/gozmm/zmm/internal/frames"
 )
 
 // Region is a storage over a fixed range of memory the caller mapped: an
@@ -106,8 +107,8 @@ func (r *Region) init(addr, size uintptr, name string) error {
 	if addr == 0 || size == 0 {
 		return fmt.Errorf("storage: %s: a region needs a non-nil address and a positive size", name)
 	}
-	if addr+size < addr || !chunk.Addressable(addr, size) {
-		return fmt.Errorf("storage: %s reaches beyond 2^%d, the address space zmm covers", name, chunk.AddressBits)
+	if addr+size < addr || !frames.Addressable(addr, size) {
+		return fmt.Errorf("storage: %s reaches beyond 2^%d, the address space zmm covers", name, frames.AddressBits)
 	}
 	start := (addr + chunk.Size - 1) &^ (chunk.Size - 1)
 	end := (addr + size) &^ (chunk.Size - 1)
@@ -137,8 +138,8 @@ func (r *Region) init(addr, size uintptr, name string) error {
 	// after the registry, so that memory of a heap over an open Region is
 	// named by that Region.
 	for a := start; a < end; a += chunk.Size {
-		switch f := chunk.LookupFrame(a); f.Kind() {
-		case chunk.FrameChunk, chunk.FrameHuge, chunk.FrameHugeInterior, chunk.FrameCachedChunk, chunk.FrameCachedHuge:
+		switch f := frames.Lookup(a); f.Kind() {
+		case frames.Chunk, frames.Huge, frames.HugeInterior, frames.CachedChunk, frames.CachedHuge:
 			regions.remove(r)
 			return errorOf(ErrOverlap, "storage: %s overlaps memory of a zmm heap at %#x (%v)", name, a, f)
 		}

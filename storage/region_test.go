@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gozmm/zmm/chunk"
+	"github.com/gozmm/zmm/internal/frames"
 	"github.com/gozmm/zmm/storage"
 )
 
@@ -330,13 +331,13 @@ func TestOSStorage(t *testing.T) {
 func TestRegionOverAHeapIsRefused(t *testing.T) {
 	base := mapAligned(t, 2*slot)
 	// Pretend a heap holds the second slot, as the frame table would say.
-	chunk.SetFrame(base+slot, chunk.MakeFrame(chunk.FrameChunk, 1<<31, 0))
-	t.Cleanup(func() { chunk.SetFrame(base+slot, 0) })
+	frames.Set(base+slot, frames.Make(frames.Chunk, 1<<31, 0))
+	t.Cleanup(func() { frames.Set(base+slot, 0) })
 	_, err := storage.NewRegion(base, 2*slot)
 	require.ErrorIs(t, err, storage.ErrOverlap)
 	assert.Contains(t, err.Error(), "overlaps memory of a zmm heap")
 
-	chunk.SetFrame(base+slot, chunk.MakeFrame(chunk.FrameFreedChunk, 1<<31, 0))
+	frames.Set(base+slot, frames.Make(frames.FreedChunk, 1<<31, 0))
 	r, err := storage.NewRegion(base, 2*slot)
 	require.NoError(t, err, "a tombstone of memory a heap gave back is no obstacle")
 	closeRegion(t, r)

@@ -6,6 +6,7 @@ import (
 	"github.com/gozmm/zmm/bins"
 	"github.com/gozmm/zmm/chunk"
 	"github.com/gozmm/zmm/debugheader"
+	"github.com/gozmm/zmm/internal/frames"
 )
 
 // Free gives a block back to the heap (efree). Free(nil) does nothing.
@@ -63,7 +64,7 @@ func (h *Heap) Free(p unsafe.Pointer) {
 // is not special (debug, system, guard and hooked heaps are served by the
 // slow paths only).
 func (s *heapState) fastFrame(slot uintptr) bool {
-	return s.special == 0 && chunk.LookupFrame(slot) == s.frame
+	return s.special == 0 && frames.Lookup(slot) == s.frame
 }
 
 // handedOut is Free's fast-path test as a function, for Realloc: it
@@ -155,35 +156,35 @@ type block struct {
 // user pointer too.
 func (s *heapState) lookup(op string, user uintptr) block {
 	addr := user - s.hdr
-	f := chunk.LookupFrame(addr)
+	f := frames.Lookup(addr)
 	off := addr & (chunk.Size - 1)
-	if f.Kind() == chunk.FrameNone {
+	if f.Kind() == frames.None {
 		fail(ErrInvalidPointer, op, user, "zmm: %s(0x%x): invalid pointer: not allocated by zmm", op, user)
 	}
 	if f.Owner() != s.id {
 		switch f.Kind() {
-		case chunk.FrameChunk, chunk.FrameHuge, chunk.FrameHugeInterior:
+		case frames.Chunk, frames.Huge, frames.HugeInterior:
 			fail(ErrWrongHeap, op, user, "zmm: %s(0x%x): the block belongs to another heap", op, user)
 		}
 		fail(ErrInvalidPointer, op, user, "zmm: %s(0x%x): invalid pointer: not a block of this heap", op, user)
 	}
 	switch f.Kind() {
-	case chunk.FrameHuge:
+	case frames.Huge:
 		if off != 0 {
 			fail(ErrInvalidPointer, op, user, "zmm: %s(0x%x): invalid pointer: inside the huge block at 0x%x", op, user, addr-off+s.hdr)
 		}
 		return block{kind: kindHuge, huge: f.Aux(), size: s.huge.at(f.Aux()).size}
-	case chunk.FrameHugeInterior:
+	case frames.HugeInterior:
 		start := addr - off - uintptr(f.Aux())*chunk.Size
 		fail(ErrInvalidPointer, op, user, "zmm: %s(0x%x): invalid pointer: inside the huge block at 0x%x", op, user, start+s.hdr)
-	case chunk.FrameFreedHuge, chunk.FrameCachedHuge:
+	case frames.FreedHuge, frames.CachedHuge:
 		if off == 0 {
 			fail(ErrDoubleFree, op, user, "zmm: %s(0x%x): double free: the huge block was already freed", op, user)
 		}
 		fail(ErrInvalidPointer, op, user, "zmm: %s(0x%x): invalid pointer: inside a freed huge block", op, user)
-	case chunk.FrameFreedChunk, chunk.FrameCachedChunk:
+	case frames.FreedChunk, frames.CachedChunk:
 		fail(ErrInvalidPointer, op, user, "zmm: %s(0x%x): invalid pointer: its chunk was released (by Reset, GC or a free); the block is gone", op, user)
-	case chunk.FrameChunk:
+	case frames.Chunk:
 	default:
 		fail(ErrInvalidPointer, op, user, "zmm: %s(0x%x): invalid pointer (frame %v)", op, user, f)
 	}
@@ -276,9 +277,9 @@ func (h *Heap) Owns(p unsafe.Pointer) bool {
 	if s.mode != ModeChunks {
 		return h.dbg.sys[addr] != nil
 	}
-	f := chunk.LookupFrame(addr)
+	f := frames.Lookup(addr)
 	switch f.Kind() {
-	case chunk.FrameChunk, chunk.FrameHuge, chunk.FrameHugeInterior:
+	case frames.Chunk, frames.Huge, frames.HugeInterior:
 		return f.Owner() == s.id
 	}
 	return false

@@ -3,6 +3,7 @@ package zmm
 import (
 	"github.com/gozmm/zmm/bins"
 	"github.com/gozmm/zmm/chunk"
+	"github.com/gozmm/zmm/internal/frames"
 )
 
 // GC gives memory the heap holds but does not use back to the OS and
@@ -163,7 +164,7 @@ func (s *heapState) checkRing(op string) {
 	c := hdr(s.main)
 	for n := uint32(0); ; n++ {
 		next := c.Next
-		if n >= s.chunks || chunk.LookupFrame(next) != s.frame || next&(chunk.Size-1) != 0 || hdr(next).Prev != c.Base() {
+		if n >= s.chunks || frames.Lookup(next) != s.frame || next&(chunk.Size-1) != 0 || hdr(next).Prev != c.Base() {
 			fail(ErrCorrupted, op, c.Base(), "zmm: heap corrupted: chunk list broken at chunk 0x%x", c.Base())
 		}
 		if next == s.main {

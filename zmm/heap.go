@@ -14,6 +14,7 @@ import (
 
 	"github.com/gozmm/zmm/bins"
 	"github.com/gozmm/zmm/chunk"
+	"github.com/gozmm/zmm/internal/frames"
 	"github.com/gozmm/zmm/storage"
 )
 
@@ -52,7 +53,7 @@ type heapState struct {
 	key uintptr
 	// frame is what the frame table holds for every live chunk of this heap;
 	// a pointer is ours exactly when its frame entry equals it.
-	frame chunk.Frame
+	frame frames.Frame
 	// free holds the head of each bin's free list (32 entries so that a
 	// masked bin index needs no bounds check).
 	free [32]uintptr
@@ -137,7 +138,7 @@ var lastHeapID atomic.Uint32
 // empty and no frame matches it, so every call reaches a slow path, which
 // reports ErrClosed.
 var closedState = func() (s heapState) {
-	s = heapState{closed: 1, frame: chunk.MakeFrame(chunk.FrameChunk, 0, 0)}
+	s = heapState{closed: 1, frame: frames.Make(frames.Chunk, 0, 0)}
 	s.clearOwn()
 	return s
 }()
@@ -325,7 +326,7 @@ func New(opts ...Option) (*Heap, error) {
 	s := (*heapState)(unsafe.Add(base, stateOffset))
 	*s = heapState{
 		id:         id,
-		frame:      chunk.MakeFrame(chunk.FrameChunk, id, 0),
+		frame:      frames.Make(frames.Chunk, id, 0),
 		key:        uintptr(rand.Uint64()),
 		limit:      cfg.limit,
 		main:       uintptr(base),
@@ -356,7 +357,7 @@ func New(opts ...Option) (*Heap, error) {
 	c := chunk.At(base)
 	c.Init(uintptr(unsafe.Pointer(s)), id, 0)
 	c.Next, c.Prev = c.Base(), c.Base()
-	chunk.SetFrame(uintptr(base), s.frame)
+	frames.Set(uintptr(base), s.frame)
 	s.addOwn(c.Base())
 	return h, nil
 }
@@ -502,9 +503,9 @@ func (s *heapState) mapMemory(size uintptr, op string, tried uintptr) unsafe.Poi
 			s.oom(op, tried, err)
 		}
 	}
-	if !chunk.Addressable(p, size) {
+	if !frames.Addressable(p, size) {
 		_ = s.unmapChunks(p, size)
-		s.oom(op, tried, fmt.Errorf("address %#x beyond 2^%d", p, chunk.AddressBits))
+		s.oom(op, tried, fmt.Errorf("address %#x beyond 2^%d", p, frames.AddressBits))
 	}
 	return ptr(p)
 }
@@ -524,7 +525,7 @@ func (s *heapState) newChunk(op string, tried uintptr) *chunk.Header {
 	}
 	c.Init(uintptr(unsafe.Pointer(s)), s.id, s.nextNum)
 	s.nextNum++
-	chunk.SetFrame(c.Base(), s.frame)
+	frames.Set(c.Base(), s.frame)
 	s.addOwn(c.Base())
 	s.chunks++
 	s.peakChunks = max(s.peakChunks, s.chunks)
@@ -586,7 +587,7 @@ func (s *heapState) deleteChunk(c *chunk.Header) {
 	c.Next = hdr(old).Next
 	s.cached = c.Base()
 	s.dropOwn(c.Base())
-	chunk.SetFrame(c.Base(), chunk.MakeFrame(chunk.FrameCachedChunk, s.id, 0))
+	frames.Set(c.Base(), frames.Make(frames.CachedChunk, s.id, 0))
 	s.unmapChunk(old)
 }
 
@@ -596,7 +597,7 @@ func (s *heapState) cacheChunk(c *chunk.Header) {
 	c.Next = s.cached
 	s.cached = c.Base()
 	s.cachedChunks++
-	chunk.SetFrame(c.Base(), chunk.MakeFrame(chunk.FrameCachedChunk, s.id, 0))
+	frames.Set(c.Base(), frames.Make(frames.CachedChunk, s.id, 0))
 }
 
 // unmapChunk gives a chunk back to the OS and leaves a tombstone in the
@@ -604,7 +605,7 @@ func (s *heapState) cacheChunk(c *chunk.Header) {
 func (s *heapState) unmapChunk(addr uintptr) {
 	s.dropOwn(addr)
 	s.forgetChunk(addr)
-	chunk.SetFrame(addr, chunk.MakeFrame(chunk.FrameFreedChunk, s.id, 0))
+	frames.Set(addr, frames.Make(frames.FreedChunk, s.id, 0))
 	if err := s.unmapChunks(addr, chunk.Size); err != nil {
 		fail(ErrCorrupted, "munmap", addr, "zmm: munmap of chunk 0x%x failed: %v", addr, err)
 	}

@@ -4,6 +4,7 @@ import (
 	"unsafe"
 
 	"github.com/gozmm/zmm/chunk"
+	"github.com/gozmm/zmm/internal/frames"
 )
 
 // Huge blocks are mappings of their own, 2 MiB aligned, rounded up to the
@@ -88,17 +89,17 @@ func (t *hugeTable) release() {
 }
 
 // frames is the number of 2 MiB frames a mapping of size bytes covers.
-func frames(size uintptr) uintptr { return (size + chunk.Size - 1) >> chunk.Shift }
+func frameCount(size uintptr) uintptr { return (size + chunk.Size - 1) >> chunk.Shift }
 
 // setHugeFrames records a live huge block in the frame table: its first
 // frame carries the table index, later frames their distance to the first.
 func (s *heapState) setHugeFrames(addr, size uintptr, idx uint32, from uintptr) {
 	if from == 0 {
-		chunk.SetFrame(addr, chunk.MakeFrame(chunk.FrameHuge, s.id, idx))
+		frames.Set(addr, frames.Make(frames.Huge, s.id, idx))
 		from = 1
 	}
-	for i, n := from, frames(size); i < n; i++ {
-		chunk.SetFrame(addr+i<<chunk.Shift, chunk.MakeFrame(chunk.FrameHugeInterior, s.id, uint32(i)))
+	for i, n := from, frameCount(size); i < n; i++ {
+		frames.Set(addr+i<<chunk.Shift, frames.Make(frames.HugeInterior, s.id, uint32(i)))
 	}
 }
 
@@ -146,7 +147,7 @@ func (s *heapState) dropHuge(idx uint32) hugeRec {
 	if idx != last {
 		moved := *t.at(last)
 		*t.at(idx) = moved
-		chunk.SetFrame(moved.addr, chunk.MakeFrame(chunk.FrameHuge, s.id, idx))
+		frames.Set(moved.addr, frames.Make(frames.Huge, s.id, idx))
 	}
 	t.n--
 	s.size -= r.size
@@ -171,7 +172,7 @@ func (s *heapState) retireHuge(r hugeRec) {
 		t.cacheN++
 		t.newestResident = true
 		t.cacheBytes += r.size
-		chunk.SetFrames(r.addr, frames(r.size), chunk.MakeFrame(chunk.FrameCachedHuge, s.id, 0))
+		frames.SetRange(r.addr, frameCount(r.size), frames.Make(frames.CachedHuge, s.id, 0))
 		return
 	}
 	s.unmapHuge(r)
@@ -179,7 +180,7 @@ func (s *heapState) retireHuge(r hugeRec) {
 
 // unmapHuge unmaps a huge mapping and tombstones its frames.
 func (s *heapState) unmapHuge(r hugeRec) {
-	chunk.SetFrames(r.addr, frames(r.size), chunk.MakeFrame(chunk.FrameFreedHuge, s.id, 0))
+	frames.SetRange(r.addr, frameCount(r.size), frames.Make(frames.FreedHuge, s.id, 0))
 	if err := s.unmapChunks(r.addr, r.size); err != nil {
 		fail(ErrCorrupted, "munmap", r.addr, "zmm: munmap of huge block 0x%x failed: %v", r.addr, err)
 	}
@@ -210,8 +211,8 @@ func (s *heapState) takeCachedHuge(size uintptr) uintptr {
 	if r.size > size {
 		// Clear the tail's frames before the tail is given back: from then
 		// on another heap may map it and record its own frames there.
-		tail := frames(size)
-		chunk.SetFrames(r.addr+tail<<chunk.Shift, frames(r.size)-tail, chunk.MakeFrame(chunk.FrameNone, 0, 0))
+		tail := frameCount(size)
+		frames.SetRange(r.addr+tail<<chunk.Shift, frameCount(r.size)-tail, frames.Make(frames.None, 0, 0))
 		if err := s.truncateChunks(r.addr, r.size, size); err != nil {
 			s.unmapHuge(r)
 			return 0
@@ -255,8 +256,8 @@ func (s *heapState) reallocHuge(idx uint32, size uintptr) unsafe.Pointer {
 	case newSize < r.size:
 		// Frames are cleared before the tail is given back (see
 		// takeCachedHuge) and restored if it is not.
-		keep := frames(newSize)
-		chunk.SetFrames(r.addr+keep<<chunk.Shift, frames(r.size)-keep, chunk.MakeFrame(chunk.FrameNone, 0, 0))
+		keep := frameCount(newSize)
+		frames.SetRange(r.addr+keep<<chunk.Shift, frameCount(r.size)-keep, frames.Make(frames.None, 0, 0))
 		if s.truncateChunks(r.addr, r.size, newSize) != nil {
 			s.setHugeFrames(r.addr, r.size, idx, keep)
 			return nil
@@ -270,11 +271,11 @@ func (s *heapState) reallocHuge(idx uint32, size uintptr) unsafe.Pointer {
 	delta := newSize - r.size
 	s.reserve(delta, "Realloc", size)
 	if s.extendChunks(r.addr, r.size, newSize) == nil {
-		s.setHugeFrames(r.addr, newSize, idx, frames(r.size))
+		s.setHugeFrames(r.addr, newSize, idx, frameCount(r.size))
 	} else {
 		// Tombstone the old range before it is unmapped, as unmapHuge
 		// does; restore it if the pages stay.
-		chunk.SetFrames(r.addr, frames(r.size), chunk.MakeFrame(chunk.FrameFreedHuge, s.id, 0))
+		frames.SetRange(r.addr, frameCount(r.size), frames.Make(frames.FreedHuge, s.id, 0))
 		q, err := s.moveChunks(r.addr, r.size, newSize)
 		if err != nil {
 			s.setHugeFrames(r.addr, r.size, idx, 0)

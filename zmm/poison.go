@@ -7,6 +7,7 @@ import (
 
 	"github.com/gozmm/zmm/chunk"
 	"github.com/gozmm/zmm/debugheader"
+	"github.com/gozmm/zmm/internal/frames"
 )
 
 // Debug mode catches writes after free in every kind of block (the Zend
@@ -156,7 +157,7 @@ func (h *Heap) quarantineHuge(r hugeRec) {
 		s.unmapHuge(r)
 		return
 	}
-	chunk.SetFrames(r.addr, frames(r.size), chunk.MakeFrame(chunk.FrameFreedHuge, s.id, 0))
+	frames.SetRange(r.addr, frameCount(r.size), frames.Make(frames.FreedHuge, s.id, 0))
 	chunk.Release(ptr(r.addr), r.size)
 	if err := chunk.Protect(ptr(r.addr), r.size); err != nil {
 		// It cannot be made to fault: give it back rather than leave

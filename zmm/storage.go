@@ -8,6 +8,7 @@ import (
 	"unsafe"
 
 	"github.com/gozmm/zmm/chunk"
+	"github.com/gozmm/zmm/internal/frames"
 	"github.com/gozmm/zmm/storage"
 )
 
@@ -73,9 +74,9 @@ func mapMain(st storage.Storage) (unsafe.Pointer, error) {
 		if err != nil {
 			return nil, &Error{Kind: ErrOutOfMemory, Op: "New", Msg: "Can't initialize heap: " + err.Error()}
 		}
-		if !chunk.Addressable(uintptr(base), chunk.Size) {
+		if !frames.Addressable(uintptr(base), chunk.Size) {
 			_ = chunk.Unmap(base, chunk.Size)
-			return nil, &Error{Kind: ErrOutOfMemory, Op: "New", Msg: "Can't initialize heap: address beyond 2^48"}
+			return nil, &Error{Kind: ErrOutOfMemory, Op: "New", Msg: fmt.Sprintf("Can't initialize heap: address beyond 2^%d", frames.AddressBits)}
 		}
 		return base, nil
 	}
@@ -94,9 +95,9 @@ func mapFrom(st storage.Storage, size uintptr) (uintptr, error) {
 	if err != nil {
 		return 0, storageError(st, err)
 	}
-	if addr&(chunk.Size-1) != 0 || !chunk.Addressable(addr, size) {
+	if addr&(chunk.Size-1) != 0 || !frames.Addressable(addr, size) {
 		_ = st.Unmap(addr, size)
-		return 0, fmt.Errorf("%v handed out %#x+%d, which is not 2 MiB-aligned below 2^%d", st, addr, size, chunk.AddressBits)
+		return 0, fmt.Errorf("%v handed out %#x+%d, which is not 2 MiB-aligned below 2^%d", st, addr, size, frames.AddressBits)
 	}
 	return addr, nil
 }
@@ -110,7 +111,7 @@ func storageError(st storage.Storage, err error) error {
 }
 
 // mapChunks maps size bytes aligned to a chunk for a chunk or a huge
-// block. From the OS, the caller checks chunk.Addressable.
+// block. From the OS, the caller checks frames.Addressable.
 func (s *heapState) mapChunks(size uintptr) (uintptr, error) {
 	if !s.hasStorage {
 		p, err := chunk.Map(size, chunk.Size)
