@@ -1,40 +1,17 @@
 // Package bins holds the table of zmm's small size classes and the mapping
 // from a requested size to its bin.
 //
-// There are 30 bins, from 8 to 3072 bytes, as in the Zend MM. A run of a bin
-// is 1 to 8 contiguous 4 KiB pages cut into blocks of the bin's size. The
-// table (Size, Elements, Pages, Reciprocal) is in table.go, written by the
-// mkbins generator.
+// There are NumBins (30) bins, from MinSize (8) to MaxSize (3072) bytes, as
+// in the Zend MM. A run of a bin is 1 to MaxRunPages (7) contiguous 4 KiB
+// pages cut into blocks of the bin's size. The table (Size, Elements, Pages,
+// Reciprocal) and the constants it is built from are in table.go, written by
+// the mkbins generator from bins/internal/bintable: none is written here by
+// hand.
 package bins
 
 //go:generate go run ./internal/mkbins
 
 import "math/bits"
-
-const (
-	// NumBins is the number of small size classes (ZEND_MM_BINS).
-	NumBins = 30
-	// MinSize is the block size of bin 0 (ZEND_MM_MIN_SMALL_SIZE).
-	MinSize = 8
-	// MaxSize is the block size of the last bin, the largest small size
-	// (ZEND_MM_MAX_SMALL_SIZE).
-	MaxSize = 3072
-	// MaxRunPages is the most pages a run of one bin may span.
-	MaxRunPages = 8
-	// RunPageSize is zmm's page size, in which runs are counted. It is
-	// always 4 KiB, whatever the OS page size.
-	RunPageSize = 4096
-	// MinBlock is the smallest block zmm hands out from the bins: a free
-	// slot holds the free-list link and its check word, two words, so
-	// requests of 0 to 16 bytes all get the 16-byte bin (bin 1); bin 0
-	// exists for the table's sake (it is the Zend MM's) and serves nothing.
-	MinBlock = 16
-)
-
-// binMask masks a bin number into the generated arrays, which have 32
-// entries (NumBins plus zero padding) so that bin&binMask needs no bounds
-// check.
-const binMask = 31
 
 // The generated arrays must have exactly binMask+1 entries.
 var _ [len(Reciprocal)]struct{} = [binMask + 1]struct{}{}

@@ -8,6 +8,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gozmm/zmm/bins/internal/bintable"
+	"github.com/gozmm/zmm/chunk"
 )
 
 // zendBins is the Zend MM's small bin table (ZEND_MM_BINS_INFO), as given in
@@ -27,8 +28,9 @@ func TestConstantsMatchGenerator(t *testing.T) {
 	assert.Equal(t, bintable.NumBins, NumBins)
 	assert.Equal(t, bintable.MinSize, MinSize)
 	assert.Equal(t, bintable.MaxSize, MaxSize)
-	assert.Equal(t, bintable.MaxRunPages, MaxRunPages)
-	assert.Equal(t, bintable.PageSize, RunPageSize)
+	assert.LessOrEqual(t, MaxRunPages, bintable.RunPagesLimit)
+	assert.Contains(t, Pages[:NumBins], uint32(MaxRunPages), "MaxRunPages is the longest run")
+	assert.Equal(t, chunk.PageSize, RunPageSize, "runs are counted in the chunk package's pages")
 	assert.Equal(t, bintable.TableLen, len(Size))
 	assert.Equal(t, bintable.MinBlock, MinBlock)
 	assert.Equal(t, bintable.BinByWordsLen, len(binByWords))

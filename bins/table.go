@@ -43,6 +43,30 @@ package bins
 // The arrays have 32 entries so that bin&31 indexes them without a bounds
 // check; entries 30..31 are zero padding.
 
+// The constants the table is built from, and what follows from it.
+const (
+	// NumBins is the number of small size classes (ZEND_MM_BINS).
+	NumBins = 30
+	// MinSize is the block size of bin 0 (ZEND_MM_MIN_SMALL_SIZE).
+	MinSize = 8
+	// MaxSize is the block size of the last bin, the largest small size
+	// (ZEND_MM_MAX_SMALL_SIZE).
+	MaxSize = 3072
+	// MinBlock is the smallest block served from the bins: a free slot holds
+	// the free-list link and its check word, two words, so requests of 0 to
+	// 16 bytes get the 16-byte bin; bin 0 exists for the table's sake (it is
+	// the Zend MM's) and serves nothing.
+	MinBlock = 16
+	// RunPageSize is the page runs are counted in: chunk.PageSize, whatever
+	// the OS page size.
+	RunPageSize = 4096
+	// MaxRunPages is the longest run of any bin, in pages (the rules allow
+	// up to 8).
+	MaxRunPages = 7
+	// binMask masks a bin number into the arrays below.
+	binMask = 31
+)
+
 // Size is the block size of each bin in bytes.
 var Size = [32]uint32{
 	8,    // 0

@@ -12,6 +12,8 @@ import (
 	"bytes"
 	"fmt"
 	"go/format"
+
+	"github.com/gozmm/zmm/chunk"
 )
 
 const (
@@ -19,10 +21,13 @@ const (
 	MinSize = 8
 	// MaxSize is the largest small block size (the last bin).
 	MaxSize = 3072
-	// PageSize is zmm's page size.
-	PageSize = 4096
-	// MaxRunPages is the most pages a run of one bin may span.
-	MaxRunPages = 8
+	// PageSize is zmm's page size, in which runs are counted: the chunk
+	// package's, not a copy.
+	PageSize = chunk.PageSize
+	// RunPagesLimit is the most pages the rules allow a run of one bin to
+	// span (the Zend MM's limit); the table's longest run may be shorter
+	// (MaxRunPages in the generated table is the longest one).
+	RunPagesLimit = 8
 	// NumBins is the number of bins the rules below must produce.
 	NumBins = 30
 	// TableLen is the length of the generated arrays: NumBins rounded up
@@ -141,8 +146,8 @@ func Derive() []Bin {
 			panic(fmt.Sprintf("bintable: bin %d: size %d is not a multiple of 8", i, size))
 		case i > 0 && size <= table[i-1].Size:
 			panic(fmt.Sprintf("bintable: bin %d: size %d does not grow", i, size))
-		case pages < 1 || pages > MaxRunPages:
-			panic(fmt.Sprintf("bintable: bin %d: %d pages per run, want 1..%d", i, pages, MaxRunPages))
+		case pages < 1 || pages > RunPagesLimit:
+			panic(fmt.Sprintf("bintable: bin %d: %d pages per run, want 1..%d", i, pages, RunPagesLimit))
 		case b.Elements != pages*PageSize/size || b.Elements == 0:
 			panic(fmt.Sprintf("bintable: bin %d: %d elements per run", i, b.Elements))
 		case b.Waste >= size || b.Elements*size+b.Waste != run:
@@ -196,6 +201,34 @@ func Source() ([]byte, error) {
 	w("//\n")
 	w("// The arrays have %d entries so that bin&%d indexes them without a bounds\n", TableLen, TableLen-1)
 	w("// check; entries %d..%d are zero padding.\n\n", NumBins, TableLen-1)
+
+	longest := uint32(0)
+	for _, b := range table {
+		longest = max(longest, b.Pages)
+	}
+	w("// The constants the table is built from, and what follows from it.\n")
+	w("const (\n")
+	w("// NumBins is the number of small size classes (ZEND_MM_BINS).\n")
+	w("NumBins = %d\n", NumBins)
+	w("// MinSize is the block size of bin 0 (ZEND_MM_MIN_SMALL_SIZE).\n")
+	w("MinSize = %d\n", MinSize)
+	w("// MaxSize is the block size of the last bin, the largest small size\n")
+	w("// (ZEND_MM_MAX_SMALL_SIZE).\n")
+	w("MaxSize = %d\n", MaxSize)
+	w("// MinBlock is the smallest block served from the bins: a free slot holds\n")
+	w("// the free-list link and its check word, two words, so requests of 0 to\n")
+	w("// %d bytes get the %d-byte bin; bin 0 exists for the table's sake (it is\n", MinBlock, MinBlock)
+	w("// the Zend MM's) and serves nothing.\n")
+	w("MinBlock = %d\n", MinBlock)
+	w("// RunPageSize is the page runs are counted in: chunk.PageSize, whatever\n")
+	w("// the OS page size.\n")
+	w("RunPageSize = %d\n", PageSize)
+	w("// MaxRunPages is the longest run of any bin, in pages (the rules allow\n")
+	w("// up to %d).\n", RunPagesLimit)
+	w("MaxRunPages = %d\n", longest)
+	w("// binMask masks a bin number into the arrays below.\n")
+	w("binMask = %d\n", TableLen-1)
+	w(")\n\n")
 
 	array := func(name, doc string, field func(Bin) uint32) {
 		w("%s", doc)
