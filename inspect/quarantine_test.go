@@ -12,7 +12,7 @@ import (
 
 // TestQuarantinedSlotCountsAsFree is the regression test for a bug found
 // while building the snapshot reports: a freed debug slot found damaged
-// when it is to be handed out again is quarantined (zmm/debug.go), off
+// when it is to be handed out again is quarantined (zmm/debugchunks.go), off
 // every free list; the bins table and the run used to count it as used
 // while Leaks (and Snapshot.Blocks) treated it as free, so reports showed a
 // used block that no site holds. It now counts as free everywhere.

@@ -1,43 +1,47 @@
 package zmm
 
 import (
-	"errors"
 	"fmt"
 )
+
+// sentinel is the type of the Err* values: a constant message.
+type sentinel string
+
+func (e sentinel) Error() string { return string(e) }
 
 // Sentinel errors. Every *Error wraps exactly one of them, so callers test
 // the kind of failure with errors.Is.
 var (
 	// ErrMemoryLimit: the heap's memory limit would be exceeded.
-	ErrMemoryLimit = errors.New("zmm: memory limit exhausted")
+	ErrMemoryLimit error = sentinel("zmm: memory limit exhausted")
 	// ErrOutOfMemory: the OS, or the heap's storage (WithStorage), refused
 	// to map memory; for a storage, the message ends with its reason.
-	ErrOutOfMemory = errors.New("zmm: out of memory")
+	ErrOutOfMemory error = sentinel("zmm: out of memory")
 	// ErrOverflow: a size computation (n*size+offset, rounding) wraps.
-	ErrOverflow = errors.New("zmm: integer overflow in allocation size")
+	ErrOverflow error = sentinel("zmm: integer overflow in allocation size")
 	// ErrInvalidPointer: a pointer this heap did not hand out, or a pointer
 	// inside a block rather than at its start.
-	ErrInvalidPointer = errors.New("zmm: invalid pointer")
+	ErrInvalidPointer error = sentinel("zmm: invalid pointer")
 	// ErrWrongHeap: a block of another heap was handed to this one.
-	ErrWrongHeap = errors.New("zmm: block belongs to another heap")
+	ErrWrongHeap error = sentinel("zmm: block belongs to another heap")
 	// ErrDoubleFree: a block that is already free was freed or used again.
-	ErrDoubleFree = errors.New("zmm: double free")
+	ErrDoubleFree error = sentinel("zmm: double free")
 	// ErrCorrupted: the heap's own bookkeeping was overwritten, typically by
 	// a write past the end of a block or after a free.
-	ErrCorrupted = errors.New("zmm: heap corrupted")
+	ErrCorrupted error = sentinel("zmm: heap corrupted")
 	// ErrClosed: the heap was used after Close.
-	ErrClosed = errors.New("zmm: heap is closed")
+	ErrClosed error = sentinel("zmm: heap is closed")
 	// ErrConcurrentUse: two goroutines used a single-owner heap at once
 	// (detected on the slow paths: see Heap).
-	ErrConcurrentUse = errors.New("zmm: concurrent use of a single-owner heap")
+	ErrConcurrentUse error = sentinel("zmm: concurrent use of a single-owner heap")
 	// ErrConfig: a heap cannot be made as configured: an environment
 	// variable (ZMM_DEBUG, ZMM_ALLOC, ZMM_GUARD_ALIGN) with a value zmm does not
 	// accept, or options that do not go together.
-	ErrConfig = errors.New("zmm: invalid heap configuration")
+	ErrConfig error = sentinel("zmm: invalid heap configuration")
 	// ErrGoPointer: a typed helper (AllocOf, MakeSlice, GrowSlice) was
 	// given a type that holds Go pointers, which must not live in zmm
 	// memory.
-	ErrGoPointer = errors.New("zmm: type holds Go pointers")
+	ErrGoPointer error = sentinel("zmm: type holds Go pointers")
 )
 
 // Error is the error zmm panics with when an allocation cannot be served
@@ -84,12 +88,6 @@ func fail(kind error, op string, ptr uintptr, format string, args ...any) {
 	panic(&Error{Kind: kind, Op: op, Ptr: ptr, Msg: fmt.Sprintf(format, args...)})
 }
 
-// configError is the error New returns for a configuration it cannot
-// serve.
-func configError(format string, args ...any) *Error {
-	return &Error{Kind: ErrConfig, Op: "New", Msg: "zmm: " + fmt.Sprintf(format, args...)}
-}
-
 func limitError(op string, limit, tried uintptr) {
 	panic(LimitError(op, limit, tried))
 }
@@ -109,4 +107,9 @@ func overflowError(op string, n, size, offset uintptr) {
 func LimitError(op string, limit, size uintptr) *Error {
 	return &Error{Kind: ErrMemoryLimit, Op: op,
 		Msg: fmt.Sprintf("Allowed memory size of %d bytes exhausted (tried to allocate %d bytes)", limit, size)}
+}
+
+// failedLimitMsg is Zend's message for a limit that cannot be set.
+func failedLimitMsg(limit, usage uintptr) string {
+	return fmt.Sprintf("Failed to set memory limit to %d bytes (Current memory usage is %d bytes)", limit, usage)
 }

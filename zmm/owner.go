@@ -16,6 +16,11 @@ package zmm
 // the heap never enter again, so a slow path that allocates (a realloc
 // that moves) or collects (the memory limit's retry) is one entry.
 
+// markedExact is the mark a heap that keeps its mark on the Go side (a
+// debug, system or guard heap) leaves in heapState.busy for good, so that
+// enter's inlined test sends it to enterSlow.
+const markedExact = ^uint32(0)
+
 // heapOp names an entry point in the concurrent-use report.
 type heapOp uint32
 
@@ -69,28 +74,38 @@ func (op heapOp) String() string {
 // keep the field in their Go-side state and take it with a
 // compare-and-swap: there the check is exact for their slow paths (which
 // are all their calls), and the race detector, which does not see mapped
-// memory, sees the Go-side state they keep (sites, block maps) handed from
+// memory, sees the Go-side state they keep (sites, blockInfo maps) handed from
 // goroutine to goroutine through it.
 func (h *Heap) enter(op heapOp) {
-	if d := h.dbg; d != nil {
-		if !d.busy.CompareAndSwap(uint32(opNone), uint32(op)) {
-			concurrentUse(op, heapOp(d.busy.Load()))
+	if s := h.st; s.busy == uint32(opNone) {
+		s.busy = uint32(op)
+		return
+	}
+	h.enterSlow(op)
+}
+
+// enterSlow is enter for a heap that keeps its mark on the Go side, and
+// the report of a heap found busy. It is out of line so that enter, which
+// every slow path of a normal heap calls, inlines to a load, a compare and
+// a store.
+//
+//go:noinline
+func (h *Heap) enterSlow(op heapOp) {
+	if sp := h.sp; sp != nil { // heapState.busy is markedExact for good
+		if !sp.busy.CompareAndSwap(uint32(opNone), uint32(op)) {
+			concurrentUse(op, heapOp(sp.busy.Load()))
 		}
 		return
 	}
-	s := h.st
-	if s.busy != opNone {
-		concurrentUse(op, s.busy)
-	}
-	s.busy = op
+	concurrentUse(op, heapOp(h.st.busy))
 }
 
 func (h *Heap) exit() {
-	if d := h.dbg; d != nil {
-		d.busy.Store(uint32(opNone))
+	if sp := h.sp; sp != nil {
+		sp.busy.Store(uint32(opNone))
 		return
 	}
-	h.st.busy = opNone
+	h.st.busy = uint32(opNone)
 }
 
 //go:noinline

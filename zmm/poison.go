@@ -3,7 +3,6 @@ package zmm
 import (
 	"fmt"
 	"slices"
-	"sync"
 
 	"github.com/gozmm/zmm/chunk"
 	"github.com/gozmm/zmm/debugheader"
@@ -14,17 +13,17 @@ import (
 // MM 8.5's ZEND_MM_DEBUG=poison_free does the first half of this):
 //
 //   - A freed small block is filled with debugheader.FreeFill, checked when
-//     the slot is handed out again and by Check (debug.go).
+//     the slot is handed out again and by Check (debugchunks.go).
 //   - A freed page run is filled the same way, its record (size and site)
 //     kept at its start, and remembered as a freed run of its chunk. When
 //     any of its pages is taken again (a page run or a new bin run, in
-//     allocPages, before anything is written), and by Check, the whole
+//     takePages, before anything is written), and by Check, the whole
 //     run's fill is verified; a damaged run is reported once, naming the
 //     freed block, and forgotten. The part of a run that stays free stays
-//     remembered. Pages that leave the heap's chunks lose their fill, and
-//     their runs are forgotten: a chunk that is cached or unmapped, every
-//     chunk at Reset, and every run at GC, which releases free pages to the
-//     OS (they read back as zeros).
+//     remembered. Runs whose pages left the heap are not checked: a run
+//     names its chunk's incarnation (base and Num), which a chunk loses
+//     when it is cached or unmapped; Reset and GC (which releases free
+//     pages to the OS: they read back as zeros) forget every run.
 //   - A freed huge block is not cached for reuse: its pages are released
 //     and the mapping made inaccessible (PROT_NONE), so a read or write
 //     through a stale pointer faults on the spot, with the Go stack trace,
@@ -32,60 +31,47 @@ import (
 //     only (not RealUsage), for the last quarantineMaxBlocks freed huge
 //     blocks, up to quarantineMaxBytes of them; older ones are unmapped.
 //     The quarantine is a fixed array, so debug mode still makes no Go
-//     allocation per call once warm.
-//     A heap over a storage cannot make the storage's memory inaccessible
-//     safely (the storage hands it out again), so there a freed huge block
-//     is unmapped at once.
-//
-// The state lives on the Go side, in debugState. allocPages, which knows
-// only the heap state, finds it through debugHeaps, by heap id.
+//     allocation per call once warm. A heap over a storage cannot make the
+//     storage's memory inaccessible safely (the storage hands it out
+//     again), so there a freed huge block is unmapped at once.
 
-const (
-	quarantineMaxBlocks = 16
-	quarantineMaxBytes  = 1 << 30
-)
-
-// freedRun is the freed part of a page run whose fill is not checked yet.
-type freedRun struct {
-	from, to uintptr // the filled bytes [from, to) of the run
-	// The freed block, for reports.
-	user, size, site uintptr
-}
-
-// debugHeaps maps the id of every open debug heap in chunk mode to its
-// *debugState.
-var debugHeaps sync.Map
-
-func debugStateOf(id uint32) *debugState {
-	d, ok := debugHeaps.Load(id)
-	if !ok {
-		fail(ErrCorrupted, "debug", 0, "zmm: heap %d is marked as a debug heap but has no debug state registered (heap state overwritten?)", id)
-	}
-	return d.(*debugState)
-}
-
-// poisonRun fills a freed debug page run and remembers it; the caller then
-// gives its pages back to the chunk.
-func (h *Heap) poisonRun(b block, user uintptr) {
-	start := user - debugheader.Size
-	n := uintptr(b.pages) * chunk.PageSize
+// poisonRun fills a freed debug page run (n pages of c from page; the
+// block's user pointer is user) and remembers it; the caller then gives
+// its pages back to the chunk.
+func (d *debugState) poisonRun(c *chunk.Header, page, n uint32, user uintptr) {
+	start := uintptr(c.Page(page))
+	bytes := uintptr(n) * chunk.PageSize
 	r := debugheader.At(ptr(start))
-	debugheader.Fill(ptr(start), n)
-	base := b.c.Base()
-	h.dbg.freedRuns[base] = append(h.dbg.freedRuns[base], freedRun{
-		from: start + debugheader.FreeFillFrom, to: start + n,
+	debugheader.Fill(ptr(start), bytes)
+	base := c.Base()
+	d.freedRuns[base] = append(d.freedRuns[base], freedRun{
+		from: start + debugheader.FreeFillFrom, to: start + bytes, num: c.Num,
 		user: user, size: uintptr(r.Size), site: uintptr(r.Site),
 	})
 }
 
+// liveRuns returns the remembered runs of the chunk at base, dropping
+// those of an earlier incarnation of it: its pages left the heap since.
+func (d *debugState) liveRuns(s *heapState, base uintptr) []freedRun {
+	runs := d.freedRuns[base]
+	if len(runs) == 0 {
+		return runs
+	}
+	if frames.Lookup(base) != s.frame {
+		delete(d.freedRuns, base)
+		return nil
+	}
+	num := hdr(base).Num
+	return slices.DeleteFunc(runs, func(r freedRun) bool { return r.num != num })
+}
+
 // checkFreedPages verifies the fill of every freed run that pages [start,
-// start+n) of c overlap, before allocPages hands them out. A damaged run is
+// start+n) of c overlap, before they are handed out. A damaged run is
 // reported (ErrCorrupted, naming the freed block) and forgotten, before any
 // page is taken, so the heap is as it was and the next allocation goes on.
-func (s *heapState) checkFreedPages(op string, c *chunk.Header, start, n uint32) {
-	d := debugStateOf(s.id)
+func (d *debugState) checkFreedPages(s *heapState, op string, c *chunk.Header, start, n uint32) {
 	base := c.Base()
-	runs := d.freedRuns[base]
+	runs := d.liveRuns(s, base)
 	lo := uintptr(c.Page(start))
 	hi := lo + uintptr(n)*chunk.PageSize
 	for i := 0; i < len(runs); {
@@ -101,10 +87,10 @@ func (s *heapState) checkFreedPages(op string, c *chunk.Header, start, n uint32)
 		}
 		// What stays free stays filled, and remembered.
 		if r.from < lo {
-			runs = append(runs, freedRun{r.from, lo, r.user, r.size, r.site})
+			runs = append(runs, freedRun{r.from, lo, r.num, r.user, r.size, r.site})
 		}
 		if r.to > hi {
-			runs = append(runs, freedRun{hi, r.to, r.user, r.size, r.site})
+			runs = append(runs, freedRun{hi, r.to, r.num, r.user, r.size, r.site})
 		}
 	}
 	// An emptied list keeps its array, so that a chunk's runs are
@@ -120,9 +106,9 @@ func (r freedRun) damaged(op string, addr uintptr) *Error {
 }
 
 // checkFreedRuns adds a problem for every damaged freed run (Check).
-func (d *debugState) checkFreedRuns(probs []Problem) []Problem {
-	for _, runs := range d.freedRuns {
-		for _, r := range runs {
+func (d *debugState) checkFreedRuns(s *heapState, probs []Problem) []Problem {
+	for base := range d.freedRuns {
+		for _, r := range d.liveRuns(s, base) {
 			if at, bad := debugheader.CheckFillBytes(ptr(r.from), r.to-r.from); bad {
 				probs = append(probs, Problem{Addr: r.user, Size: r.size, Site: resolveSite(r.site),
 					What: fmt.Sprintf("freed, and byte %d of it was written after it was freed", int64(r.from+at)-int64(r.user))})
@@ -132,14 +118,6 @@ func (d *debugState) checkFreedRuns(probs []Problem) []Problem {
 	return probs
 }
 
-// forgetChunk drops the freed runs of a chunk that leaves the heap's live
-// chunks (cached or unmapped): its pages are no longer the heap's to check.
-func (s *heapState) forgetChunk(base uintptr) {
-	if s.debug && s.mode == ModeChunks {
-		delete(debugStateOf(s.id).freedRuns, base)
-	}
-}
-
 // forgetRuns drops every freed run (GC, Reset), keeping the lists' arrays.
 func (d *debugState) forgetRuns() {
 	for base, runs := range d.freedRuns {
@@ -147,12 +125,11 @@ func (d *debugState) forgetRuns() {
 	}
 }
 
-// quarantineHuge retires a freed huge block of a debug heap: its pages go
-// back to the OS and the mapping becomes inaccessible until it is evicted
-// from the quarantine. Its frames say it was freed, so a second free is
-// named a double free.
-func (h *Heap) quarantineHuge(r hugeRec) {
-	s, d := h.st, h.dbg
+// quarantineHuge retires a freed huge block: its pages go back to the OS
+// and the mapping becomes inaccessible until it is evicted from the
+// quarantine. Its frames say it was freed, so a second free is named a
+// double free.
+func (d *debugState) quarantineHuge(s *heapState, r hugeRec) {
 	if s.hasStorage {
 		s.unmapHuge(r)
 		return

@@ -2,9 +2,6 @@ package zmm
 
 import (
 	"unsafe"
-
-	"github.com/gozmm/zmm/bins"
-	"github.com/gozmm/zmm/chunk"
 )
 
 // Realloc changes the size of the block at p to size bytes and returns the
@@ -26,80 +23,11 @@ func (h *Heap) Realloc(p unsafe.Pointer, size uintptr) unsafe.Pointer {
 	if s.special != 0 {
 		return h.reallocSpecial(addr, size)
 	}
-	return h.reallocChunks(addr, size)
-}
-
-// reallocChunks is Realloc for a chunk heap that is not in debug mode
-// (with or without custom handlers).
-func (h *Heap) reallocChunks(addr uintptr, size uintptr) unsafe.Pointer {
-	s := h.st
 	// A small block that passes Free's fast-path test (zend_mm_realloc_heap's
-	// small case) stays if the new size is in its bin, and moves otherwise.
+	// small case) stays if the new size is in its bin.
 	bin, small := s.handedOut(addr)
-	if small && size <= bins.MaxSize && smallBin(size) == bin {
+	if small && fitsBin(size, bin) {
 		return ptr(addr)
 	}
-	s.checkOpen("Realloc")
-	h.enter(opRealloc)
-	defer h.exit()
-	if small {
-		b := block{kind: kindSmall, c: hdr(addr &^ (chunk.Size - 1)), bin: bin, size: uintptr(bins.Size[bin&31])}
-		return s.reallocMove(addr, b, size)
-	}
-	if addr == 0 {
-		return s.alloc(size, "Realloc")
-	}
-	b := s.lookup("Realloc", addr)
-	switch b.kind {
-	case kindSmall:
-		if size <= bins.MaxSize && smallBin(size) == b.bin {
-			return ptr(addr)
-		}
-	case kindLarge:
-		if size > bins.MaxSize && size <= chunk.MaxLargeSize && s.resizeLarge(b, size) {
-			return ptr(addr)
-		}
-	case kindHuge:
-		if size > chunk.MaxLargeSize {
-			if q := s.reallocHuge(b.huge, size); q != nil {
-				return q
-			}
-		}
-	}
-	return s.reallocMove(addr, b, size)
-}
-
-// resizeLarge resizes a page run in place if it can (zend_mm_realloc_heap,
-// large case).
-func (s *heapState) resizeLarge(b block, size uintptr) bool {
-	n := uint32((size + chunk.PageSize - 1) >> chunk.PageShift)
-	c, page, old := b.c, b.page, b.pages
-	switch {
-	case n == old:
-		return true
-	case n < old:
-		c.ReleaseLarge(page+n, old-n)
-		c.Map[page] = chunk.LargeEntry(n)
-		s.size -= uintptr(old-n) * chunk.PageSize
-		return true
-	case c.RangeFree(page+old, n-old):
-		c.Take(page+old, n-old)
-		c.SetLargeRun(page, n)
-		s.size += uintptr(n-old) * chunk.PageSize
-		s.peak = max(s.peak, s.size)
-		return true
-	}
-	return false
-}
-
-// reallocMove allocates, copies and frees the block b at addr. The peak is
-// not raised by the moment both blocks exist (zend_mm_realloc_slow).
-func (s *heapState) reallocMove(addr uintptr, b block, size uintptr) unsafe.Pointer {
-	peak := s.peak
-	q := s.alloc(size, "Realloc")
-	n := min(b.size, size)
-	copy(unsafe.Slice((*byte)(q), n), unsafe.Slice((*byte)(ptr(addr)), n))
-	s.freeBlock(b, addr)
-	s.peak = max(peak, s.size)
-	return q
+	return h.reallocSlow(addr, size, bin, small)
 }

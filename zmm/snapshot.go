@@ -139,7 +139,7 @@ func (h *Heap) Snapshot() *Snapshot {
 	}
 	snap := &Snapshot{
 		Version: SnapshotVersion, Name: h.name, Time: time.Now(), Storage: storage,
-		Mode: s.mode.String(), Debug: s.debug,
+		Mode: h.Mode().String(), Debug: h.Debug(),
 		OSPageSize: uint64(chunk.OSPageSize()), PageSize: chunk.PageSize, ChunkSize: chunk.Size,
 		Stats: SnapshotStats{
 			Usage: uint64(st.Usage), PeakUsage: uint64(st.PeakUsage),
@@ -164,19 +164,18 @@ func (h *Heap) Snapshot() *Snapshot {
 
 	// Free slots per run, to show each run's use.
 	freeIn := map[uintptr]int{}
-	lists := s.lists()
 	for bin := uint32(0); bin < bins.NumBins; bin++ {
 		if n := s.uncarvedSlots(bin); n > 0 {
 			c, first := s.runOf(s.carveNext[bin])
 			freeIn[uintptr(c.Page(first))] += n
 		}
-		for slot := lists[bin]; slot != 0; slot = s.nextFree("Snapshot", bin, slot) {
-			c, first := s.runOf(slot)
-			freeIn[uintptr(c.Page(first))]++
-		}
 	}
-	if h.dbg != nil {
-		for slot := range h.dbg.quarantined {
+	s.eachFree("Snapshot", func(bin uint32, slot uintptr) {
+		c, first := s.runOf(slot)
+		freeIn[uintptr(c.Page(first))]++
+	})
+	if sp := h.sp; sp != nil && sp.dbg != nil {
+		for slot := range sp.dbg.quarantined {
 			c, first := s.runOf(slot)
 			freeIn[uintptr(c.Page(first))]++
 		}
@@ -217,26 +216,15 @@ func (h *Heap) Snapshot() *Snapshot {
 	if st.RealUsage > 0 {
 		fr.UnusedOfRealPct = int(100 * fr.Total / uint64(st.RealUsage))
 	}
-	if s.special&specialMode != 0 {
+	if h.sp != nil {
+		overhead := uintptr(0)
+		if s.debug {
+			overhead = debugheader.Overhead
+		}
 		for _, l := range h.leaks() {
 			snap.Blocks = append(snap.Blocks, BlockSnapshot{Addr: uint64(l.Addr), Size: uint64(l.Size),
-				Kind: kindOfSize(s, l.Size), Site: siteRecord(l.Site), Orig: siteRecord(l.Orig)})
+				Kind: kindOf(l.Size + overhead).String(), Site: siteRecord(l.Site), Orig: siteRecord(l.Orig)})
 		}
 	}
 	return snap
-}
-
-// kindOfSize names the kind of block a request of size bytes gets.
-func kindOfSize(s *heapState, size uintptr) string {
-	internal := size + s.hdr
-	if s.hdr != 0 {
-		internal += debugheader.TailSize
-	}
-	switch {
-	case internal <= bins.MaxSize:
-		return "small"
-	case internal <= chunk.MaxLargeSize:
-		return "large"
-	}
-	return "huge"
 }

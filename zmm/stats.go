@@ -1,10 +1,9 @@
 package zmm
 
 import (
-	"fmt"
-
 	"github.com/gozmm/zmm/bins"
 	"github.com/gozmm/zmm/chunk"
+	"github.com/gozmm/zmm/storage"
 )
 
 // Usage returns the bytes handed out and not freed, counted at class size:
@@ -33,14 +32,6 @@ func (h *Heap) ResetPeak() {
 // Limit returns the memory limit (Unlimited when there is none).
 func (h *Heap) Limit() uintptr { return h.st.limit }
 
-// Debug reports whether the heap is in debug mode. A debug block starts
-// debugheader.Size (32) bytes into its slot, so page runs are no longer
-// 4 KiB aligned: only 8-byte alignment holds for every block.
-func (h *Heap) Debug() bool { return h.st.debug }
-
-// Mode reports where the heap's blocks come from.
-func (h *Heap) Mode() AllocMode { return h.st.mode }
-
 // SetLimit sets the memory limit in bytes (zend_set_memory_limit). The
 // limit applies to RealUsage and is checked when a chunk or a huge block is
 // mapped, so it works in steps of 2 MiB chunks, as in the Zend MM. A limit
@@ -55,8 +46,7 @@ func (h *Heap) SetLimit(limit uintptr) error {
 	h.enter(opSetLimit)
 	defer h.exit()
 	if limit < s.realSize {
-		cached := uintptr(s.cachedChunks)*chunk.Size + s.huge.cacheBytes
-		if limit < s.realSize-cached {
+		if limit < s.realSize-s.cachedBytes() {
 			return &Error{Kind: ErrMemoryLimit, Op: "SetLimit", Msg: failedLimitMsg(limit, s.realSize)}
 		}
 		for s.realSize > limit && s.cached != 0 {
@@ -68,10 +58,6 @@ func (h *Heap) SetLimit(limit uintptr) error {
 	}
 	s.limit = limit
 	return nil
-}
-
-func failedLimitMsg(limit, usage uintptr) string {
-	return fmt.Sprintf("Failed to set memory limit to %d bytes (Current memory usage is %d bytes)", limit, usage)
 }
 
 // Stats is a consistent picture of a heap's statistics.
@@ -133,16 +119,12 @@ func (h *Heap) statsLocked(op string) Stats {
 			st.Bins[chunk.EntryBin(e)&31].Runs++
 		}
 	})
-	lists := s.lists()
 	for b := uint32(0); b < bins.NumBins; b++ {
-		n := s.uncarvedSlots(b)
-		for slot := lists[b]; slot != 0; slot = s.nextFree(op, b, slot) {
-			n++
-		}
-		st.Bins[b].Free = n
+		st.Bins[b].Free = s.uncarvedSlots(b)
 	}
-	if h.dbg != nil {
-		for _, b := range h.dbg.quarantined {
+	s.eachFree(op, func(bin uint32, slot uintptr) { st.Bins[bin].Free++ })
+	if sp := h.sp; sp != nil && sp.dbg != nil {
+		for _, b := range sp.dbg.quarantined {
 			st.Bins[b&31].Free++
 		}
 	}
@@ -150,4 +132,13 @@ func (h *Heap) statsLocked(op string) Stats {
 		st.Bins[b].Used = st.Bins[b].Runs*int(bins.Elements[b]) - st.Bins[b].Free
 	}
 	return st
+}
+
+// Storage returns the storage the heap's memory comes from: storage.OS
+// unless it was made WithStorage (and storage.OS after Close).
+func (h *Heap) Storage() storage.Storage {
+	if !h.st.hasStorage {
+		return storage.OS
+	}
+	return h.st.store()
 }

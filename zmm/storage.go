@@ -1,7 +1,6 @@
 package zmm
 
 import (
-	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -26,37 +25,6 @@ import (
 // WithStorage.
 var storages sync.Map
 
-// WithStorage makes the heap take its chunks and huge blocks from st
-// instead of anonymous mappings from the OS: a fixed region
-// (storage.NewRegion), shared memory (storage.NewMemfd) or a Storage of
-// your own. A heap over a region never grows past it: when the region is
-// full, allocations fail with ErrOutOfMemory, whose message names it. A
-// huge block grows in place if st can extend it (storage.Extender) and is
-// copied otherwise. st must stay usable until the heap is closed.
-//
-// nil and storage.OS are the default. A storage cannot serve system or
-// guard mode (ZMM_ALLOC=system|guard), which map every block on its own:
-// New returns an error for that combination.
-func WithStorage(st storage.Storage) Option { return func(c *config) { c.storage = st } }
-
-// isOS reports whether st is the default storage.
-func isOS(st storage.Storage) bool {
-	switch st.(type) {
-	case nil, storage.OSStorage, *storage.OSStorage:
-		return true
-	}
-	return false
-}
-
-// Storage returns the storage the heap's memory comes from: storage.OS
-// unless it was made WithStorage (and storage.OS after Close).
-func (h *Heap) Storage() storage.Storage {
-	if !h.st.hasStorage {
-		return storage.OS
-	}
-	return h.st.store()
-}
-
 // store returns the heap's storage from the registry.
 func (s *heapState) store() storage.Storage {
 	st, ok := storages.Load(s.id)
@@ -67,22 +35,22 @@ func (s *heapState) store() storage.Storage {
 }
 
 // mapMain maps a new heap's main chunk from st, or from the OS if st is
-// nil.
+// nil. New reports its error as the Zend MM's "Can't initialize heap".
 func mapMain(st storage.Storage) (unsafe.Pointer, error) {
 	if st == nil {
 		base, err := chunk.Map(chunk.Size, chunk.Size)
 		if err != nil {
-			return nil, &Error{Kind: ErrOutOfMemory, Op: "New", Msg: "Can't initialize heap: " + err.Error()}
+			return nil, err
 		}
 		if !frames.Addressable(uintptr(base), chunk.Size) {
 			_ = chunk.Unmap(base, chunk.Size)
-			return nil, &Error{Kind: ErrOutOfMemory, Op: "New", Msg: fmt.Sprintf("Can't initialize heap: address beyond 2^%d", frames.AddressBits)}
+			return nil, fmt.Errorf("address beyond 2^%d", frames.AddressBits)
 		}
 		return base, nil
 	}
 	addr, err := mapFrom(st, chunk.Size)
 	if err != nil {
-		return nil, &Error{Kind: ErrOutOfMemory, Op: "New", Msg: "Can't initialize heap: " + err.Error()}
+		return nil, err
 	}
 	return ptr(addr), nil
 }
@@ -140,7 +108,7 @@ func (s *heapState) unmapChunks(addr, size uintptr) error {
 
 // errNoResize: the heap's storage cannot resize a mapping that way. The
 // callers of the resize helpers fall back (copy or unmap) on any error.
-var errNoResize = errors.New("zmm: the storage cannot resize mappings this way")
+var errNoResize error = sentinel("zmm: the storage cannot resize mappings this way")
 
 // truncateChunks shrinks a mapping in place.
 func (s *heapState) truncateChunks(addr, oldSize, newSize uintptr) error {

@@ -5,7 +5,6 @@ import (
 	"sync"
 	"unsafe"
 
-	"github.com/gozmm/zmm/bins"
 	"github.com/gozmm/zmm/chunk"
 )
 
@@ -23,7 +22,19 @@ import (
 // Both modes keep the statistics of the chunk mode: Usage counts each
 // block's class size (bin, pages or huge rounding), and RealUsage is the
 // main chunk plus Usage. The memory limit applies to RealUsage at every
-// allocation.
+// allocation. Their blocks and their methods are this type, chosen once
+// in New: no chunk code path asks which mode it is in.
+
+// sysHeap is the backend of a system or guard heap.
+type sysHeap struct {
+	mode AllocMode // ModeSystem or ModeGuard
+	// guardAlign places guard-mode blocks (WithGuardAlignment).
+	guardAlign uintptr
+	// blocks are the live blocks; freed the recently freed pointers, to
+	// name a double free as such.
+	blocks map[uintptr]*sysBlock
+	freed  map[uintptr]struct{}
+}
 
 type sysBlock struct {
 	size, class uintptr
@@ -33,6 +44,10 @@ type sysBlock struct {
 }
 
 const guardSlackByte = 0xA7
+
+func newSysHeap(mode AllocMode, guardAlign uintptr) *sysHeap {
+	return &sysHeap{mode: mode, guardAlign: guardAlign, blocks: map[uintptr]*sysBlock{}, freed: map[uintptr]struct{}{}}
+}
 
 // data returns the block's bytes as a pointer. A system-mode block is Go
 // memory: its pointer must come from its slice, not from an integer
@@ -53,9 +68,9 @@ var sysOwners sync.Map // uintptr → uint32
 // blockAlign is the alignment of a guard-mode block of size bytes: the
 // chosen one, or the largest power of two up to 16 that divides size, which
 // puts the block's end against the guard page.
-func (d *debugState) blockAlign(size uintptr) uintptr {
-	if d.guardAlign != 0 {
-		return d.guardAlign
+func (y *sysHeap) blockAlign(size uintptr) uintptr {
+	if y.guardAlign != 0 {
+		return y.guardAlign
 	}
 	if size == 0 {
 		return 16
@@ -63,26 +78,14 @@ func (d *debugState) blockAlign(size uintptr) uintptr {
 	return min(16, size&-size)
 }
 
-// classOf is the class size a block of size bytes has in chunk mode.
-func classOf(op string, size uintptr) uintptr {
-	switch {
-	case size <= bins.MaxSize:
-		return uintptr(bins.Size[smallBin(size)&31])
-	case size <= chunk.MaxLargeSize:
-		return (size + chunk.PageSize - 1) &^ (chunk.PageSize - 1)
-	}
-	return roundHuge(op, size)
-}
-
-func (h *Heap) sysAlloc(size uintptr, op string, site, orig uintptr) unsafe.Pointer {
-	s, d := h.st, h.dbg
-	class := classOf(op, size)
+func (y *sysHeap) alloc(s *heapState, size uintptr, op string, site, orig uintptr) unsafe.Pointer {
+	class := classSize(op, size)
 	if s.overLimit(class) {
 		limitError(op, s.limit, size)
 	}
 	b := &sysBlock{size: size, class: class, site: site, orig: orig}
 	var p unsafe.Pointer
-	if s.mode == ModeSystem {
+	if y.mode == ModeSystem {
 		// Words, not bytes: Go's tiny allocator packs small byte slices
 		// at any alignment, and every block is 8-byte aligned.
 		b.buf = make([]uint64, (max(size, 1)+7)/8)
@@ -100,16 +103,16 @@ func (h *Heap) sysAlloc(size uintptr, op string, site, orig uintptr) unsafe.Poin
 		}
 		b.base, b.len = uintptr(base), data+ps
 		end := uintptr(base) + data
-		start := (end - size) &^ (d.blockAlign(size) - 1)
+		start := (end - size) &^ (y.blockAlign(size) - 1)
 		p = ptr(start)
 		slack := unsafe.Slice((*byte)(ptr(start+size)), end-start-size)
 		for i := range slack {
 			slack[i] = guardSlackByte
 		}
 	}
-	d.sys[uintptr(p)] = b
+	y.blocks[uintptr(p)] = b
 	sysOwners.Store(uintptr(p), s.id)
-	delete(d.freed, uintptr(p))
+	delete(y.freed, uintptr(p))
 	s.size += class
 	s.peak = max(s.peak, s.size)
 	s.realSize += class
@@ -117,21 +120,24 @@ func (h *Heap) sysAlloc(size uintptr, op string, site, orig uintptr) unsafe.Poin
 	return p
 }
 
-// sysLookup finds the live block at p or panics saying what p is.
-func (h *Heap) sysLookup(addr uintptr, op string) *sysBlock {
-	b, ok := h.dbg.sys[addr]
+// lookup finds the live block at addr or panics saying what addr is.
+func (y *sysHeap) lookup(s *heapState, addr uintptr, op string) *sysBlock {
+	b, ok := y.blocks[addr]
 	if ok {
 		return b
 	}
-	if _, was := h.dbg.freed[addr]; was {
+	if _, was := y.freed[addr]; was {
 		fail(ErrDoubleFree, op, addr, "zmm: %s(0x%x): double free: the block is already free", op, addr)
 	}
-	if owner, ok := sysOwners.Load(addr); ok && owner.(uint32) != h.st.id {
+	if owner, ok := sysOwners.Load(addr); ok && owner.(uint32) != s.id {
 		fail(ErrWrongHeap, op, addr, "zmm: %s(0x%x): the block belongs to another heap", op, addr)
 	}
-	fail(ErrInvalidPointer, op, addr, "zmm: %s(0x%x): invalid pointer: not a live block of this heap (%v mode)", op, addr, h.st.mode)
+	fail(ErrInvalidPointer, op, addr, "zmm: %s(0x%x): invalid pointer: not a live block of this heap (%v mode)", op, addr, y.mode)
 	return nil
 }
+
+// owns reports whether addr is a live block of the heap.
+func (y *sysHeap) owns(addr uintptr) bool { return y.blocks[addr] != nil }
 
 // slackDamage returns the first damaged slack byte of a guard block.
 func (b *sysBlock) slackDamage(p uintptr) (uintptr, bool) {
@@ -147,28 +153,27 @@ func (b *sysBlock) slackDamage(p uintptr) (uintptr, bool) {
 	return 0, false
 }
 
-func (h *Heap) sysFree(addr uintptr, op string) {
-	b := h.sysLookup(addr, op)
-	h.sysCheckSlack(addr, b, op)
-	h.sysRelease(addr, b)
+func (y *sysHeap) free(s *heapState, addr uintptr, op string) {
+	b := y.lookup(s, addr, op)
+	checkSlack(addr, b, op)
+	y.release(s, addr, b)
 }
 
-// sysCheckSlack panics if a guard block's slack canary was written.
-func (h *Heap) sysCheckSlack(addr uintptr, b *sysBlock, op string) {
+// checkSlack panics if a guard block's slack canary was written.
+func checkSlack(addr uintptr, b *sysBlock, op string) {
 	if at, bad := b.slackDamage(addr); bad {
 		fail(ErrCorrupted, op, addr, "zmm: %s(0x%x): heap corrupted: block 0x%x (%d bytes, allocated at %v): a write %d byte(s) past its end (at offset %d of a %d-byte block)",
 			op, addr, addr, b.size, resolveSite(b.site), at-b.size+1, at, b.size)
 	}
 }
 
-func (h *Heap) sysRelease(addr uintptr, b *sysBlock) {
-	s, d := h.st, h.dbg
-	delete(d.sys, addr)
+func (y *sysHeap) release(s *heapState, addr uintptr, b *sysBlock) {
+	delete(y.blocks, addr)
 	sysOwners.CompareAndDelete(addr, s.id)
-	if len(d.freed) >= 1<<16 {
-		clear(d.freed)
+	if len(y.freed) >= 1<<16 {
+		clear(y.freed)
 	}
-	d.freed[addr] = struct{}{}
+	y.freed[addr] = struct{}{}
 	s.size -= b.class
 	s.realSize -= b.class
 	if b.base != 0 {
@@ -176,26 +181,35 @@ func (h *Heap) sysRelease(addr uintptr, b *sysBlock) {
 	}
 }
 
-func (h *Heap) sysRealloc(addr uintptr, size uintptr, site uintptr) unsafe.Pointer {
-	s := h.st
-	b := h.sysLookup(addr, "Realloc")
+// realloc always moves the block, as debug mode does; the old block is
+// checked before the new one exists, so a report leaves nothing behind.
+func (y *sysHeap) realloc(s *heapState, addr uintptr, size uintptr, site uintptr) unsafe.Pointer {
+	if addr == 0 {
+		return y.alloc(s, size, "Realloc", site, 0)
+	}
+	b := y.lookup(s, addr, "Realloc")
 	orig := b.orig
 	if orig == 0 {
 		orig = b.site
 	}
-	h.sysCheckSlack(addr, b, "Realloc") // before the new block exists
+	checkSlack(addr, b, "Realloc")
 	peak := s.peak
-	q := h.sysAlloc(size, "Realloc", site, orig)
+	q := y.alloc(s, size, "Realloc", site, orig)
 	n := min(b.size, size)
 	copy(unsafe.Slice((*byte)(q), n), unsafe.Slice((*byte)(b.data(addr)), n))
-	h.sysRelease(addr, b)
+	y.release(s, addr, b)
 	s.peak = max(peak, s.size)
 	return q
 }
 
-func (h *Heap) sysCheck() []Problem {
+// blockSize is the requested size, so that a write past it is caught.
+func (y *sysHeap) blockSize(s *heapState, addr uintptr) uintptr {
+	return y.lookup(s, addr, "BlockSize").size
+}
+
+func (y *sysHeap) check() []Problem {
 	var probs []Problem
-	for addr, b := range h.dbg.sys {
+	for addr, b := range y.blocks {
 		if at, bad := b.slackDamage(addr); bad {
 			probs = append(probs, Problem{Addr: addr, Size: b.size, Site: resolveSite(b.site),
 				What: fmt.Sprintf("a write %d byte(s) past its end (at offset %d of a %d-byte block)", at-b.size+1, at, b.size)})
@@ -204,9 +218,9 @@ func (h *Heap) sysCheck() []Problem {
 	return probs
 }
 
-func (h *Heap) sysLeaks() []Leak {
+func (y *sysHeap) leaks() []Leak {
 	var out []Leak
-	for addr, b := range h.dbg.sys {
+	for addr, b := range y.blocks {
 		l := Leak{Addr: addr, Size: b.size, Site: resolveSite(b.site)}
 		if b.orig != 0 {
 			l.Orig = resolveSite(b.orig)
@@ -217,10 +231,10 @@ func (h *Heap) sysLeaks() []Leak {
 	return out
 }
 
-// sysReleaseAll drops every block of a system or guard heap.
-func (h *Heap) sysReleaseAll() {
-	for addr, b := range h.dbg.sys {
-		h.sysRelease(addr, b)
+// releaseAll drops every block (Reset, Close).
+func (y *sysHeap) releaseAll(s *heapState) {
+	for addr, b := range y.blocks {
+		y.release(s, addr, b)
 	}
-	clear(h.dbg.freed)
+	clear(y.freed)
 }

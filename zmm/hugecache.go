@@ -1,0 +1,147 @@
+package zmm
+
+import (
+	"github.com/gozmm/zmm/chunk"
+	"github.com/gozmm/zmm/internal/frames"
+)
+
+// Freed huge blocks. Unlike the Zend MM, a freed huge mapping may be kept
+// in a small cache and handed out again (trimmed in place if it is
+// larger): mapping and faulting in megabytes per request is what makes
+// huge-block churn slow. The cache is bounded (hugeCacheSlots mappings,
+// hugeCacheMaxBytes), counted in the real usage like cached chunks, and
+// emptied by GC and Close.
+//
+// Only the newest cached mapping keeps its pages: when another mapping
+// joins the cache, the one before it is purged (MADV_DONTNEED; the mapping
+// stays, its pages go back to the OS and read as zeros when touched again).
+// So the cache saves the map and unmap calls of every reuse and the page
+// faults of the most recent one (a request building the same big buffer
+// again), while the resident memory it holds is at most one block, not up
+// to hugeCacheMaxBytes of pages nobody may touch again. (A heap over a
+// storage that cannot release pages, such as a Region made without
+// WithRelease, keeps them all: releasePages does nothing there.)
+
+// setHugeFrames records a live huge block in the frame table: its first
+// frame carries the table index, later frames their distance to the first.
+func (s *heapState) setHugeFrames(addr, size uintptr, idx uint32, from uintptr) {
+	if from == 0 {
+		frames.Set(addr, frames.Make(frames.Huge, s.id, idx))
+		from = 1
+	}
+	for i, n := from, frameCount(size); i < n; i++ {
+		frames.Set(addr+i<<chunk.Shift, frames.Make(frames.HugeInterior, s.id, uint32(i)))
+	}
+}
+
+// freeHuge frees the block at index idx (zend_mm_free_huge).
+func (s *heapState) freeHuge(idx uint32) {
+	r := s.dropHuge(idx)
+	s.retireHuge(r)
+}
+
+// dropHuge takes the block at index idx out of the huge table and the
+// usage, and returns it; its mapping is the caller's to retire.
+func (s *heapState) dropHuge(idx uint32) hugeRec {
+	t := &s.huge
+	r := *t.at(idx)
+	last := t.n - 1
+	if idx != last {
+		moved := *t.at(last)
+		*t.at(idx) = moved
+		frames.Set(moved.addr, frames.Make(frames.Huge, s.id, idx))
+	}
+	t.n--
+	s.size -= r.size
+	return r
+}
+
+// retireHuge caches a freed huge mapping, or unmaps it.
+func (s *heapState) retireHuge(r hugeRec) {
+	t := &s.huge
+	if r.size <= hugeCacheMaxBytes {
+		for t.cacheN == hugeCacheSlots || t.cacheBytes+r.size > hugeCacheMaxBytes {
+			s.unmapHuge(t.cache[0])
+			t.cacheBytes -= t.cache[0].size
+			copy(t.cache[:], t.cache[1:t.cacheN])
+			t.cacheN--
+		}
+		if t.cacheN > 0 && t.newestResident {
+			old := t.cache[t.cacheN-1]
+			s.releasePages(old.addr, old.size)
+		}
+		t.cache[t.cacheN] = r
+		t.cacheN++
+		t.newestResident = true
+		t.cacheBytes += r.size
+		frames.SetRange(r.addr, frameCount(r.size), frames.Make(frames.CachedHuge, s.id, 0))
+		return
+	}
+	s.unmapHuge(r)
+}
+
+// unmapHuge unmaps a huge mapping and tombstones its frames.
+func (s *heapState) unmapHuge(r hugeRec) {
+	frames.SetRange(r.addr, frameCount(r.size), frames.Make(frames.FreedHuge, s.id, 0))
+	if err := s.unmapChunks(r.addr, r.size); err != nil {
+		fail(ErrCorrupted, "munmap", r.addr, "zmm: munmap of huge block 0x%x failed: %v", r.addr, err)
+	}
+	s.realSize -= r.size
+}
+
+// takeCachedHuge returns a cached mapping for a block of size bytes, cut
+// down to size, or 0. It takes the smallest mapping that fits, the newest
+// of equals (it may still have its pages).
+func (s *heapState) takeCachedHuge(size uintptr) uintptr {
+	t := &s.huge
+	best := -1
+	for i := range t.cache[:t.cacheN] {
+		if c := t.cache[i].size; c >= size && (best < 0 || c <= t.cache[best].size) {
+			best = i
+		}
+	}
+	if best < 0 {
+		return 0
+	}
+	r := t.cache[best]
+	if best == int(t.cacheN)-1 {
+		t.newestResident = false // the new newest was purged when r came
+	}
+	copy(t.cache[best:], t.cache[best+1:t.cacheN])
+	t.cacheN--
+	t.cacheBytes -= r.size
+	if r.size > size {
+		// Clear the tail's frames before the tail is given back: from then
+		// on another heap may map it and record its own frames there.
+		tail := frameCount(size)
+		frames.SetRange(r.addr+tail<<chunk.Shift, frameCount(r.size)-tail, frames.Make(frames.None, 0, 0))
+		if err := s.truncateChunks(r.addr, r.size, size); err != nil {
+			s.unmapHuge(r)
+			return 0
+		}
+		s.realSize -= r.size - size
+	}
+	return r.addr
+}
+
+// dropHugeCache unmaps every cached huge mapping and returns the bytes.
+func (s *heapState) dropHugeCache() uintptr {
+	t := &s.huge
+	n := t.cacheBytes
+	for _, r := range t.cache[:t.cacheN] {
+		s.unmapHuge(r)
+	}
+	t.cacheN, t.cacheBytes, t.newestResident = 0, 0, false
+	return n
+}
+
+// freeAllHuge retires every live huge block (request end or Close).
+func (s *heapState) freeAllHuge() {
+	t := &s.huge
+	for t.n > 0 {
+		t.n--
+		r := *t.at(t.n)
+		s.size -= r.size
+		s.retireHuge(r)
+	}
+}

@@ -1,0 +1,99 @@
+package zmm
+
+import (
+	"fmt"
+	"unsafe"
+
+	"github.com/gozmm/zmm/chunk"
+	"github.com/gozmm/zmm/internal/frames"
+)
+
+// New memory for the heap, under its limit. The limit is checked as the
+// Zend MM checks it: against the bytes mapped (RealUsage), when a chunk or
+// a huge block is to be mapped, after a collection that may give back
+// cached and empty memory (gc-and-retry). tried is the size reported when
+// the limit or the OS refuses.
+
+// takePages takes n contiguous free pages for a run: from the first live
+// chunk that has a best fit, else from a cached chunk, else from a new
+// chunk (zend_mm_alloc_pages). In debug mode the freed runs those pages
+// overlap are checked first (poison.go).
+func (s *heapState) takePages(n uint32, op string, tried uintptr) (*chunk.Header, uint32) {
+	retried := false
+	for {
+		// Best fit in the first live chunk that has room; a chunk found
+		// more than two steps down the ring moves to its front for small
+		// runs, as in the Zend MM.
+		c := hdr(s.main)
+		for steps := uint32(0); ; steps++ {
+			if steps >= s.chunks {
+				// More chunks than the heap has: the ring is broken into
+				// a loop that misses the main chunk.
+				fail(ErrCorrupted, op, c.Base(), "zmm: heap corrupted: chunk list broken at chunk 0x%x", c.Base())
+			}
+			if start, ok := c.FindRun(n); ok {
+				if steps > 2 && n < 8 {
+					s.moveToFront(c)
+				}
+				if s.debug {
+					debugStateOf(s.id).checkFreedPages(s, op, c, start, n)
+				}
+				c.Take(start, n)
+				return c, start
+			}
+			if c.Next == s.main {
+				break
+			}
+			c = hdr(c.Next)
+		}
+		if s.cached == 0 && s.overLimit(chunk.Size) {
+			// Give back what is cached or empty, then look again: the
+			// collection may have emptied pages in the chunks we have.
+			if !retried && s.gc(op, false) > 0 {
+				retried = true
+				continue
+			}
+			limitError(op, s.limit, tried)
+		}
+		// A chunk from the cache, or a new mapping.
+		c = s.takeCachedChunk()
+		if c == nil {
+			c = chunk.At(s.mapMemory(chunk.Size, op, tried))
+			s.realSize += chunk.Size
+			s.realPeak = max(s.realPeak, s.realSize)
+		}
+		s.linkChunk(c)
+		c.Take(chunk.FirstPage, n)
+		return c, chunk.FirstPage
+	}
+}
+
+// reserve checks the limit before need bytes are mapped, collecting cached
+// and empty memory first if that helps (the Zend MM's gc-and-retry).
+func (s *heapState) reserve(need uintptr, op string, tried uintptr) {
+	if s.overLimit(need) {
+		s.gc(op, false)
+		if s.overLimit(need) {
+			limitError(op, s.limit, tried)
+		}
+	}
+}
+
+// mapMemory maps size bytes aligned to a chunk, retrying once after a
+// collection, and reports the Zend MM's out-of-memory error on failure.
+// A heap over a storage names the storage and its reason in the message.
+func (s *heapState) mapMemory(size uintptr, op string, tried uintptr) unsafe.Pointer {
+	p, err := s.mapChunks(size)
+	if err != nil {
+		s.gc(op, false)
+		p, err = s.mapChunks(size)
+		if err != nil {
+			s.oom(op, tried, err)
+		}
+	}
+	if !frames.Addressable(p, size) {
+		_ = s.unmapChunks(p, size)
+		s.oom(op, tried, fmt.Errorf("address %#x beyond 2^%d", p, frames.AddressBits))
+	}
+	return ptr(p)
+}
