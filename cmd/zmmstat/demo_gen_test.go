@@ -7,7 +7,7 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/gozmm/zmm/bench/trace"
+	"github.com/gozmm/zmm/trace"
 )
 
 var updateDemo = flag.Bool("update-demo", false, "regenerate demo.ztrace.gz from demoTraceRecords")
