@@ -15,5 +15,10 @@
 //     PHP's own Zend MM, and prints a table against the Zend MM.
 //   - bench/chart draws the results as an SVG.
 //
+// bench is a module of its own (github.com/gozmm/zmm/bench), so that what
+// only the benchmarks need (modernc.org/memory, the peers, the generator)
+// stays out of the module graph of zmm's users; the repository's go.work
+// builds it against the zmm beside it.
+//
 // BENCHMARKS.md has the commands and the results of one run.
 package bench
