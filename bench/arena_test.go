@@ -13,8 +13,8 @@ import (
 	"arena"
 
 	"github.com/gozmm/zmm/bench/peers"
-	"github.com/gozmm/zmm/bench/replay"
-	"github.com/gozmm/zmm/bench/trace"
+	"github.com/gozmm/zmm/trace"
+	"github.com/gozmm/zmm/trace/replay"
 )
 
 func init() {

@@ -8,12 +8,17 @@
 //     its GC cost), sync.Pool where it fits, modernc.org/memory, and Go's
 //     arena experiment (GOEXPERIMENT=arenas). Every benchmark reports GC
 //     cycles and pause time.
-//   - bench/trace reads and writes allocation traces, bench/gen makes
-//     synthetic ones (bench/traces holds a few), bench/replay and
-//     bench/peers replay them.
+//   - bench/gen makes synthetic allocation traces (bench/traces holds a
+//     few), in the format of package github.com/gozmm/zmm/trace
+//     (docs/TRACE_FORMAT.md); trace/replay and bench/peers replay them.
 //   - bench/c replays the same traces in C on glibc, jemalloc, mimalloc and
 //     PHP's own Zend MM, and prints a table against the Zend MM.
 //   - bench/chart draws the results as an SVG.
+//
+// bench is a module of its own (github.com/gozmm/zmm/bench), so that what
+// only the benchmarks need (modernc.org/memory, the peers, the generator)
+// stays out of the module graph of zmm's users; the repository's go.work
+// builds it against the zmm beside it.
 //
 // BENCHMARKS.md has the commands and the results of one run.
 package bench

@@ -2,7 +2,7 @@ package bench
 
 // BenchmarkReplay replays each committed trace (bench/traces/*.ztrace.gz,
 // made by bench/gen) on each allocator with the semantics of
-// TRACE_FORMAT.md (bench/replay for zmm and Go, bench/peers for the
+// docs/TRACE_FORMAT.md (trace/replay for zmm and Go, bench/peers for the
 // others):
 //
 //	go test ./bench -run XXX -bench Replay -count 10 -results=$PWD/replay.jsonl
@@ -43,8 +43,8 @@ import (
 	"modernc.org/memory"
 
 	"github.com/gozmm/zmm/bench/peers"
-	"github.com/gozmm/zmm/bench/replay"
-	"github.com/gozmm/zmm/bench/trace"
+	"github.com/gozmm/zmm/trace"
+	"github.com/gozmm/zmm/trace/replay"
 	"github.com/gozmm/zmm/zmm"
 )
 

@@ -12,11 +12,11 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/gozmm/zmm/bench/trace"
+	"github.com/gozmm/zmm/trace"
 )
 
-// trTestdata is where bench/trace keeps its committed traces.
-const trTestdata = "../bench/trace/testdata"
+// trTestdata is where package trace keeps its committed traces.
+const trTestdata = "../trace/testdata"
 
 // FuzzTraceReader feeds arbitrary bytes to trace.Read: it must return a
 // *trace.FormatError (or, for input that starts with the gzip magic, an

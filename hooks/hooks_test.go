@@ -10,9 +10,9 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/gozmm/zmm/bench/replay"
-	"github.com/gozmm/zmm/bench/trace"
 	"github.com/gozmm/zmm/hooks"
+	"github.com/gozmm/zmm/trace"
+	"github.com/gozmm/zmm/trace/replay"
 	"github.com/gozmm/zmm/zmm"
 )
 

@@ -6,12 +6,12 @@ import (
 	"sync"
 	"unsafe"
 
-	"github.com/gozmm/zmm/bench/trace"
+	"github.com/gozmm/zmm/trace"
 	"github.com/gozmm/zmm/zmm"
 )
 
 // Tracer records the allocation traffic of a heap as an allocation trace
-// (TRACE_FORMAT.md, version 1): every Alloc (and Calloc, Strdup, …) as an
+// (docs/TRACE_FORMAT.md, version 1): every Alloc (and Calloc, Strdup, …) as an
 // alloc, every Free as a free, every Realloc as a realloc, and every Reset
 // as a request end. `zmmstat replay` and bench/ replay the trace against
 // zmm, the Go runtime, and the C allocators of bench/c, so a program's own

@@ -16,7 +16,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/gozmm/zmm/bench/trace"
+	"github.com/gozmm/zmm/trace"
 	"github.com/gozmm/zmm/zmm"
 )
 
@@ -24,7 +24,7 @@ import (
 var LoadTimeout = 10 * time.Second
 
 // ErrTrace is what Load and Decode return, wrapped, for an allocation
-// trace (bench/trace's format, ../shared/TRACE_FORMAT.md): both are files
+// trace (package trace's format, docs/TRACE_FORMAT.md): both are files
 // of a heap's life, gzipped or not, easily taken one for the other.
 var ErrTrace = errors.New("an allocation trace, not a heap snapshot")
 

@@ -1,10 +1,10 @@
 module github.com/gozmm/zmm/zmmarrow
 
-go 1.26.8
+go 1.26.0
 
 require (
 	github.com/apache/arrow-go/v18 v18.8.0
-	github.com/gozmm/zmm v0.0.0
+	github.com/gozmm/zmm v0.1.0
 	github.com/stretchr/testify v1.12.1
 )
 
@@ -19,5 +19,3 @@ require (
 	golang.org/x/exp v0.0.0-20260112195511-716be5621a96 // indirect
 	golang.org/x/sys v0.49.0 // indirect
 )
-
-replace github.com/gozmm/zmm => ../

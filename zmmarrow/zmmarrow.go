@@ -269,13 +269,19 @@ func (a *Allocator) alloc(size int) []byte {
 		defer a.mu.Unlock()
 	}
 	if a.over {
-		p := a.h.Alloc(uintptr(size) + pad)
+		p := a.h.Alloc(overSize(size))
 		return unsafe.Slice((*byte)(place(p, "Allocate")), size)
 	}
 	p := a.h.Alloc(roundUp(size))
 	checkAligned(p, "Allocate")
 	return unsafe.Slice((*byte)(p), size)
 }
+
+// overSize is the block an over-allocated buffer of size bytes takes: the
+// size, the pad, rounded up to a multiple of 8, so that guard mode, which
+// aligns each block as its size allows (ending it against its guard page),
+// hands out 8-byte aligned blocks as the other modes do.
+func overSize(size int) uintptr { return (uintptr(size) + pad + 7) &^ 7 }
 
 // realloc resizes the buffer b to size bytes, keeping its first keep
 // bytes, and returns it, not zeroed beyond them.
@@ -295,7 +301,7 @@ func (a *Allocator) realloc(size int, b []byte, keep int) []byte {
 	// are at the old distance from the new block's start; they move if the
 	// new block needs another distance.
 	p, off := a.header(unsafe.Pointer(unsafe.SliceData(b)), "Reallocate")
-	q := a.h.Realloc(p, uintptr(size)+pad)
+	q := a.h.Realloc(p, overSize(size))
 	buf := unsafe.Add(q, offset(q, "Reallocate"))
 	if moved := unsafe.Add(q, off); moved != buf {
 		// Before the header is written: it may lie in the bytes that move.

@@ -1,6 +1,6 @@
 /*
- * replay.c: replays an allocation trace (../../shared/TRACE_FORMAT.md, the
- * format bench/trace reads) on one C allocator, chosen at build time:
+ * replay.c: replays an allocation trace (docs/TRACE_FORMAT.md, the
+ * format package trace reads) on one C allocator, chosen at build time:
  *
  *   -DALLOC_GLIBC     glibc malloc/free/realloc
  *   -DALLOC_JEMALLOC  jemalloc (Debian's libjemalloc exports unprefixed
@@ -9,7 +9,7 @@
  *   -DALLOC_ZEND      PHP's Zend MM through the embed SAPI: _emalloc,
  *                     _efree, _erealloc
  *
- * The semantics are those of bench/replay (the Go replayer of zmm), so the
+ * The semantics are those of trace/replay (the Go replayer of zmm), so the
  * figures compare:
  *   - the whole trace is read (plain or gzip) and validated first, untimed;
  *   - alloc and realloc write the id into the block's first 8 bytes (when it
@@ -22,7 +22,7 @@
  *   - only the replay loop is timed (CLOCK_MONOTONIC); the time spent
  *     sampling VmRSS (at each request end before the release, every 16384
  *     records, and after the loop) is subtracted, like the hooks of
- *     bench/replay; peak_rss_bytes is the highest sample.
+ *     trace/replay; peak_rss_bytes is the highest sample.
  *
  * Output: one JSON object on stdout. Errors: a message on stderr, exit 1
  * (bad usage 2). A bad trace is rejected with the record's index.
@@ -178,7 +178,7 @@ static size_t read_full(gzFile f, const char *path, unsigned char *buf, size_t l
 		exit(1);                                                                  \
 	} while (0)
 
-/* read_trace reads and validates the whole trace at path, as bench/trace.Read
+/* read_trace reads and validates the whole trace at path, as trace.Read
  * does (same checks, same messages). */
 static void read_trace(const char *path, trace_t *t)
 {
@@ -316,7 +316,7 @@ static void read_trace(const char *path, trace_t *t)
 	free(since);
 }
 
-/* ---- the live table, as in bench/replay ---- */
+/* ---- the live table, as in trace/replay ---- */
 
 /* A slot is live when gen is the current request's generation, so a
  * request end clears nothing. */
@@ -327,7 +327,7 @@ typedef struct {
 } slot;
 
 /* Ids are their own slots unless the trace's ids are sparse; then they are
- * renumbered before the timed loop (newIndex in bench/replay). */
+ * renumbered before the timed loop (NewIndex in trace/replay). */
 typedef struct {
 	size_t n;
 	int32_t *remap; /* per record its slot, or NULL */
@@ -505,7 +505,7 @@ static void compact_req(run_t *z)
 static void print_verbose(run_t *z, uint64_t request);
 
 /* sample_rss keeps the highest VmRSS seen; it runs at each request end
- * before the release, every SAMPLE_EVERY records (where bench/replay calls
+ * before the release, every SAMPLE_EVERY records (where trace/replay calls
  * its progress hook) and once after the loop. Its time is not counted. */
 #define SAMPLE_EVERY (1 << 14)
 
@@ -648,7 +648,7 @@ out:
 	z->res.cpu_ns = cpu_ns() - c0;
 	if (!z->res.error && n > 0 && recs[n - 1].op != OP_REQUEST_END) {
 		/* the last request has no request end: its blocks stay live, as
-		 * in bench/replay; sample the RSS (untimed) */
+		 * in trace/replay; sample the RSS (untimed) */
 		note_peaks(z);
 		sample_rss(z, request + 1, true);
 	}

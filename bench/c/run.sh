@@ -8,7 +8,7 @@
 #             fresh process; the table shows medians
 #   -o FILE   where the raw JSON lines go (default bench/c/results.jsonl);
 #             one line per run, with "rep" added
-#   TRACE     .ztrace or .ztrace.gz files; default: bench/trace/testdata/*
+#   TRACE     .ztrace or .ztrace.gz files; default: trace/testdata/*
 #             and bench/traces/* (when there are any)
 # Environment:
 #   RUN_PREFIX    command put before every measured run, e.g. "taskset -c 1"
@@ -45,10 +45,10 @@ case $ZEND_REQUEST in heap | php) ;; *) die "ZEND_REQUEST must be heap or php" ;
 traces=("$@")
 if ((${#traces[@]} == 0)); then
 	shopt -s nullglob
-	traces=("$root"/bench/trace/testdata/*.ztrace "$root"/bench/trace/testdata/*.ztrace.gz \
+	traces=("$root"/trace/testdata/*.ztrace "$root"/trace/testdata/*.ztrace.gz \
 		"$root"/bench/traces/*.ztrace "$root"/bench/traces/*.ztrace.gz)
 	shopt -u nullglob
-	((${#traces[@]})) || die "no traces given and none found under bench/trace/testdata or bench/traces"
+	((${#traces[@]})) || die "no traces given and none found under trace/testdata or bench/traces"
 fi
 for t in "${traces[@]}"; do [[ -f $t ]] || die "no such trace: $t"; done
 

@@ -1,4 +1,4 @@
-// Package gen makes synthetic allocation traces (bench/trace, format
+// Package gen makes synthetic allocation traces (package trace, format
 // version 1) for the replay benchmarks: the same seed and parameters give
 // the same records on every machine and Go version.
 //
@@ -32,7 +32,7 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/gozmm/zmm/bench/trace"
+	"github.com/gozmm/zmm/trace"
 )
 
 // Kind is the kind of trace to make.

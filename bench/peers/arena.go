@@ -8,8 +8,8 @@ import (
 	"runtime"
 	"time"
 
-	"github.com/gozmm/zmm/bench/replay"
-	"github.com/gozmm/zmm/bench/trace"
+	"github.com/gozmm/zmm/trace"
+	"github.com/gozmm/zmm/trace/replay"
 )
 
 // ArenaMaxBlock is the largest block Arena replays; a larger one is

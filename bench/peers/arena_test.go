@@ -3,8 +3,8 @@
 package peers
 
 import (
-	"github.com/gozmm/zmm/bench/replay"
-	"github.com/gozmm/zmm/bench/trace"
+	"github.com/gozmm/zmm/trace"
+	"github.com/gozmm/zmm/trace/replay"
 )
 
 func init() {

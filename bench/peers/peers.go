@@ -1,6 +1,6 @@
-// Package peers replays allocation traces (bench/trace) on the allocators
+// Package peers replays allocation traces (package trace) on the allocators
 // a Go programmer could pick instead of zmm, with the semantics of
-// bench/replay and TRACE_FORMAT.md, returning the same replay.Result:
+// trace/replay and docs/TRACE_FORMAT.md, returning the same replay.Result:
 //
 //   - Modernc: modernc.org/memory, a pure-Go mmap allocator (the one behind
 //     modernc.org/sqlite): malloc, free and realloc, no request lifecycle,
@@ -10,7 +10,7 @@
 //     reference (the memory stays until the request ends), a request end
 //     frees the arena.
 //
-// As in bench/replay, alloc and realloc write the id into the block's first
+// As in trace/replay, alloc and realloc write the id into the block's first
 // 8 bytes (when it has 8) and 0xAB into its last byte, free checks the id
 // and counts Mismatches, and only the replay loop is timed.
 package peers
@@ -24,8 +24,8 @@ import (
 
 	"modernc.org/memory"
 
-	"github.com/gozmm/zmm/bench/replay"
-	"github.com/gozmm/zmm/bench/trace"
+	"github.com/gozmm/zmm/trace"
+	"github.com/gozmm/zmm/trace/replay"
 )
 
 // progressEvery is how many records pass between progress calls at most.
@@ -132,7 +132,7 @@ func Modernc(a *memory.Allocator, t *trace.Trace, progress func(done, total int)
 const maxInt = uint64(^uint(0) >> 1)
 
 // mark writes the id into the first 8 bytes and 0xAB into the last byte,
-// as bench/replay does.
+// as trace/replay does.
 func mark(p unsafe.Pointer, size uint64, id uint32) {
 	if size >= 8 {
 		*(*uint64)(p) = uint64(id)

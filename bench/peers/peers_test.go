@@ -8,8 +8,8 @@ import (
 	"modernc.org/memory"
 
 	"github.com/gozmm/zmm/bench/gen"
-	"github.com/gozmm/zmm/bench/replay"
-	"github.com/gozmm/zmm/bench/trace"
+	"github.com/gozmm/zmm/trace"
+	"github.com/gozmm/zmm/trace/replay"
 )
 
 func rec(op trace.Op, id uint32, size uint64) trace.Record {

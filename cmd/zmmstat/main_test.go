@@ -22,8 +22,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/gozmm/zmm/bench/trace"
 	"github.com/gozmm/zmm/inspect"
+	"github.com/gozmm/zmm/trace"
 	"github.com/gozmm/zmm/zmm"
 )
 

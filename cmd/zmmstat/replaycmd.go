@@ -10,9 +10,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/gozmm/zmm/bench/replay"
-	"github.com/gozmm/zmm/bench/trace"
 	"github.com/gozmm/zmm/inspect"
+	"github.com/gozmm/zmm/trace"
+	"github.com/gozmm/zmm/trace/replay"
 	"github.com/gozmm/zmm/zmm"
 )
 

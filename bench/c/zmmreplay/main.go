@@ -1,5 +1,5 @@
 // Command zmmreplay is the zmm side of the C comparison in bench/c: it
-// replays a trace on a zmm heap with bench/replay and prints one JSON object
+// replays a trace on a zmm heap with trace/replay and prints one JSON object
 // with the same fields as the C harness (bench/c/replay.c), peak RSS
 // measured the same way: VmRSS from /proc/self/statm, sampled at each
 // request end before the reset, every 16384 records and after the replay,
@@ -32,8 +32,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/gozmm/zmm/bench/replay"
-	"github.com/gozmm/zmm/bench/trace"
+	"github.com/gozmm/zmm/trace"
+	"github.com/gozmm/zmm/trace/replay"
 	"github.com/gozmm/zmm/zmm"
 )
 

@@ -11,14 +11,14 @@ import (
 
 func TestReplayRequests(t *testing.T) {
 	var out, errOut bytes.Buffer
-	if err := run([]string{"-verbose", "../../trace/testdata/requests.ztrace.gz"}, &out, &errOut); err != nil {
+	if err := run([]string{"-verbose", "../../traces/request.ztrace.gz"}, &out, &errOut); err != nil {
 		t.Fatal(err)
 	}
 	var r Result
 	if err := json.Unmarshal(out.Bytes(), &r); err != nil {
 		t.Fatalf("%v: %s", err, out.Bytes())
 	}
-	if r.Allocator != "zmm" || r.Trace != "requests.ztrace.gz" || r.Ops == 0 || r.Requests == 0 {
+	if r.Allocator != "zmm" || r.Trace != "request.ztrace.gz" || r.Ops == 0 || r.Requests == 0 {
 		t.Errorf("result %+v", r)
 	}
 	if r.Mismatches != 0 {

@@ -17,7 +17,7 @@ import (
 	"os"
 
 	"github.com/gozmm/zmm/bench/gen"
-	"github.com/gozmm/zmm/bench/trace"
+	"github.com/gozmm/zmm/trace"
 )
 
 func main() {

@@ -388,7 +388,7 @@ func TestReadError(t *testing.T) {
 // ---------------------------------------------------------------------------
 // Committed synthetic traces (testdata). Regenerate them with
 //
-//	ZMM_WRITE_TRACES=1 go test ./bench/trace -run TestWriteTestdata
+//	ZMM_WRITE_TRACES=1 go test ./trace -run TestWriteTestdata
 
 // splitmix64: a fixed generator, so that the traces do not depend on the
 // math/rand version.
@@ -520,7 +520,7 @@ var testdataTraces = map[string]genSpec{
 
 func TestWriteTestdata(t *testing.T) {
 	if os.Getenv("ZMM_WRITE_TRACES") != "1" {
-		t.Skip("set ZMM_WRITE_TRACES=1 to regenerate bench/trace/testdata")
+		t.Skip("set ZMM_WRITE_TRACES=1 to regenerate trace/testdata")
 	}
 	require.NoError(t, os.MkdirAll("testdata", 0o755))
 	for name, g := range testdataTraces {
@@ -532,7 +532,7 @@ func TestTestdata(t *testing.T) {
 	for name, g := range testdataTraces {
 		t.Run(name, func(t *testing.T) {
 			got, err := ReadFile(filepath.Join("testdata", name))
-			require.NoError(t, err, "regenerate with ZMM_WRITE_TRACES=1 go test ./bench/trace -run TestWriteTestdata")
+			require.NoError(t, err, "regenerate with ZMM_WRITE_TRACES=1 go test ./trace -run TestWriteTestdata")
 			want := generate(g)
 			require.Equal(t, want, got, "testdata/%s is stale: regenerate with ZMM_WRITE_TRACES=1", name)
 			assert.GreaterOrEqual(t, len(got.Records), g.records)

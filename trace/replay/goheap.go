@@ -6,7 +6,7 @@ import (
 	"runtime"
 	"time"
 
-	"github.com/gozmm/zmm/bench/trace"
+	"github.com/gozmm/zmm/trace"
 )
 
 // GoMaxBlock is the largest block Go replays: a larger one is refused with

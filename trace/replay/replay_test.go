@@ -9,7 +9,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/gozmm/zmm/bench/trace"
+	"github.com/gozmm/zmm/trace"
 	"github.com/gozmm/zmm/zmm"
 )
 

@@ -1,5 +1,7 @@
-// Package replay replays allocation traces (bench/trace) on allocators with
-// the semantics of TRACE_FORMAT.md, so that results compare across them:
+// Package replay replays allocation traces (package
+// github.com/gozmm/zmm/trace) on zmm and on Go's allocator with the replay
+// rules of the format's specification, [docs/TRACE_FORMAT.md], so that
+// results compare across allocators:
 //
 //   - the trace is in memory before the replay starts; only the replay loop
 //     is timed;
@@ -12,6 +14,8 @@
 // A replayer never crashes on a bad trace: Read has validated the traces it
 // returns, and the replay checks every id again, returning an error naming
 // the record.
+//
+// [docs/TRACE_FORMAT.md]: https://github.com/gozmm/zmm/blob/main/docs/TRACE_FORMAT.md
 package replay
 
 import (
@@ -20,7 +24,7 @@ import (
 	"time"
 	"unsafe"
 
-	"github.com/gozmm/zmm/bench/trace"
+	"github.com/gozmm/zmm/trace"
 	"github.com/gozmm/zmm/zmm"
 )
 

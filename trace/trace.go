@@ -1,7 +1,9 @@
 // Package trace reads and writes allocation traces, version 1 of the format
-// in TRACE_FORMAT.md: the sequence of alloc, free, realloc and request-end
-// calls a program made, with sizes, so that any allocator can replay the
-// same work.
+// specified in the repository's [docs/TRACE_FORMAT.md]: the sequence of
+// alloc, free, realloc and request-end calls a program made, with sizes, so
+// that any allocator can replay the same work. Package
+// github.com/gozmm/zmm/trace/replay replays them; hooks.Tracer records them
+// from a live heap.
 //
 // A trace file is a 16-byte header (the magic "ZMMTRACE", a little-endian
 // u32 version = 1 and a u32 reserved = 0) followed by 16-byte records: op
@@ -20,6 +22,8 @@
 // itself needs: nothing is preallocated from the input, ids are capped at
 // MaxIDs (the live-id set is a bitset of at most MaxIDs bits, 8 MiB) and
 // the number of records at MaxRecords.
+//
+// [docs/TRACE_FORMAT.md]: https://github.com/gozmm/zmm/blob/main/docs/TRACE_FORMAT.md
 package trace
 
 import (
