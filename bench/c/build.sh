@@ -2,6 +2,7 @@
 # build.sh: installs what the C replay harness needs (Debian bookworm
 # packages) and builds one replay binary per allocator into bench/c/build/:
 #   replay-glibc  replay-jemalloc  replay-mimalloc  replay-zend
+# and replay-bump, the C loop's floor (a bump allocator: see replay.c).
 # Usage: bench/c/build.sh [--no-install]
 set -euo pipefail
 
@@ -58,6 +59,7 @@ build() { # name, extra flags...
 build replay-glibc -DALLOC_GLIBC -lz
 build replay-jemalloc -DALLOC_JEMALLOC -lz -ljemalloc
 build replay-mimalloc -DALLOC_MIMALLOC -lz -lmimalloc
+build replay-bump -DALLOC_BUMP -lz
 
 phpinc=$(php-config8.2 --includes) || die "php-config8.2 --includes failed"
 phplib=$(dirname "$(readlink -f /usr/lib/libphp8.2.so)")
@@ -67,7 +69,7 @@ build replay-zend -DALLOC_ZEND $phpinc -lz -L"$phplib" -lphp8.2 -Wl,-rpath,"$php
 dpkg-query -W -f='${Package} ${Version}\n' "${pkgs[@]}" libjemalloc2 libmimalloc2.0 >"$out/versions.txt" 2>/dev/null || true
 
 # Each binary must run: a missing shared library shows up here, not later.
-for b in glibc jemalloc mimalloc zend; do
+for b in glibc jemalloc mimalloc zend bump; do
 	"$out/replay-$b" --version >/dev/null || die "$out/replay-$b does not run"
 done
-echo "build.sh: built $out/replay-{glibc,jemalloc,mimalloc,zend}" >&2
+echo "build.sh: built $out/replay-{glibc,jemalloc,mimalloc,zend,bump}" >&2

@@ -8,6 +8,9 @@
  *   -DALLOC_MIMALLOC  mi_malloc/mi_free/mi_realloc
  *   -DALLOC_ZEND      PHP's Zend MM through the embed SAPI: _emalloc,
  *                     _efree, _erealloc
+ *   -DALLOC_BUMP      the C loop's floor, no allocator to speak of: a
+ *                     bump pointer running round a small arena; free and
+ *                     realloc's copy do nothing (allocator "bump-c")
  *
  * The semantics are those of trace/replay (the Go replayer of zmm), so the
  * figures compare:
@@ -57,8 +60,11 @@
 #include <gnu/libc-version.h>
 #include <malloc.h>
 #define ALLOCATOR "glibc"
+#elif defined(ALLOC_BUMP)
+#include <sys/mman.h>
+#define ALLOCATOR "bump-c"
 #else
-#error "define one of ALLOC_GLIBC, ALLOC_JEMALLOC, ALLOC_MIMALLOC, ALLOC_ZEND"
+#error "define one of ALLOC_GLIBC, ALLOC_JEMALLOC, ALLOC_MIMALLOC, ALLOC_ZEND, ALLOC_BUMP"
 #endif
 
 /* ---- the allocator under test ---- */
@@ -82,11 +88,63 @@
 #define A_FREE(p) mi_free(p)
 #define A_REALLOC(p, n) mi_realloc((p), (n))
 #define LIFECYCLE 0
+#elif defined(ALLOC_BUMP)
+#define A_MALLOC(n) bump_alloc(n)
+#define A_FREE(p) bump_free(p)
+#define A_REALLOC(p, n) bump_realloc((p), (n))
+#define LIFECYCLE 1
 #else
 #define A_MALLOC(n) malloc(n)
 #define A_FREE(p) free(p)
 #define A_REALLOC(p, n) realloc((p), (n))
 #define LIFECYCLE 0
+#endif
+
+#if defined(ALLOC_BUMP)
+/* The floor of the C loop: what replaying a trace costs with an allocator
+ * that does next to nothing, so that a table can take it off the real
+ * allocators' times (zmmreplay -alloc bump is the same under the Go loop).
+ * It must cost less than any allocator could, so:
+ *   - a block is the next 16-byte aligned piece of a small arena (4 MiB,
+ *     or the largest block if larger) that stays in the cache: when the
+ *     next block does not fit, the pointer goes back to the arena's start
+ *     (counted in "wraps"); a request end resets it too. The blocks there
+ *     are overwritten, and the replay counts their lost stamps as
+ *     mismatches, which for the floor are expected and change nothing of
+ *     the work. An arena as large as a request's traffic would stream
+ *     through cold memory: on the corpus that cost 80 to 300 ns/op, more
+ *     than the Zend MM's whole replay;
+ *   - free does nothing, and realloc takes a new block and copies nothing
+ *     (the replay needs nothing of a block but the stamp, written again
+ *     after every realloc). Whether a realloc copies is the allocator's
+ *     choice, and so its cost: PHP grows strings by many reallocs of one
+ *     block, and copying it each time took the floor to 10 times the Zend
+ *     MM's time on the Composer trace;
+ *   - every call stays a real call (noinline, and noipa so that GCC keeps
+ *     the call to the empty free), as a call into any allocator is one;
+ *   - the arena is mapped and faulted in before the timed loop. */
+static unsigned char *bump_base, *bump_next, *bump_end;
+static uint64_t bump_wraps;
+
+static __attribute__((noinline, noipa)) void *bump_alloc(size_t n)
+{
+	size_t m = n ? (n + 15) & ~(size_t)15 : 16;
+	if ((size_t)(bump_end - bump_next) < m) {
+		bump_next = bump_base;
+		bump_wraps++;
+	}
+	void *p = bump_next;
+	bump_next += m;
+	return p;
+}
+
+static __attribute__((noinline, noipa)) void bump_free(void *p) { (void)p; }
+
+static __attribute__((noinline, noipa)) void *bump_realloc(void *p, size_t n)
+{
+	(void)p;
+	return bump_alloc(n);
+}
 #endif
 
 /* ---- the trace ---- */
@@ -552,6 +610,8 @@ static void request_end(run_t *z, uint64_t request)
 	} else {
 		zend_mm_shutdown(zheap, false, true);
 	}
+#elif defined(ALLOC_BUMP)
+	bump_next = bump_base;
 #else
 	for (size_t i = 0; i < z->nreq; i++) {
 		int32_t k = z->req_slots[i];
@@ -658,6 +718,39 @@ out:
 
 /* ---- allocator-specific set-up and checks ---- */
 
+#if defined(ALLOC_BUMP)
+/* BUMP_ARENA is the arena's size (ZMM_BUMP_ARENA, in bytes, overrides it):
+ * small enough to stay in the cache, large enough that most blocks live
+ * out their lives before the pointer comes round. */
+#define BUMP_ARENA (UINT64_C(4) << 20)
+
+/* bump_init maps the arena, never smaller than the trace's largest block,
+ * and faults it in (MAP_POPULATE). */
+static void bump_init(const trace_t *t)
+{
+	uint64_t size = BUMP_ARENA;
+	const char *env = getenv("ZMM_BUMP_ARENA");
+	if (env && *env) {
+		char *end;
+		size = strtoull(env, &end, 10);
+		if (*end || size == 0)
+			die("ZMM_BUMP_ARENA wants a size in bytes, not %s", env);
+	}
+	for (size_t i = 0; i < t->n; i++) {
+		const record *r = &t->recs[i];
+		uint64_t m = r->size ? (r->size + 15) & ~UINT64_C(15) : 16;
+		if (r->op != OP_FREE && r->op != OP_REQUEST_END && m > size)
+			size = m;
+	}
+	size = (size + 4095) & ~UINT64_C(4095);
+	void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_POPULATE, -1, 0);
+	if (p == MAP_FAILED)
+		die("mapping the bump arena (%" PRIu64 " bytes): %s", size, strerror(errno));
+	bump_base = bump_next = p;
+	bump_end = bump_base + size;
+}
+#endif
+
 #if defined(ALLOC_ZEND)
 static void zend_memory_limit_off(void)
 {
@@ -714,6 +807,10 @@ static void print_verbose(run_t *z, uint64_t request)
 #elif defined(ALLOC_MIMALLOC)
 	fprintf(stderr, "  mimalloc %d: mi_is_in_heap_region(a live block) %d, mi_usable_size %zu\n", mi_version(),
 		some ? mi_is_in_heap_region(some) : -1, some ? mi_usable_size(some) : 0);
+#elif defined(ALLOC_BUMP)
+	fprintf(stderr, "  bump arena %p, %zu bytes, %zu bumped this request, %" PRIu64 " wraps; a live block %s it\n",
+		(void *)bump_base, (size_t)(bump_end - bump_base), (size_t)(bump_next - bump_base), bump_wraps,
+		some && (unsigned char *)some >= bump_base && (unsigned char *)some < bump_end ? "is in" : "is NOT in");
 #else
 	struct mallinfo2 mi = mallinfo2();
 	fprintf(stderr, "  glibc %s: mallinfo2: in use %zu bytes (arena %zu, mmapped %zu)\n", gnu_get_libc_version(),
@@ -832,6 +929,9 @@ int main(int argc, char **argv)
 		die("the Zend MM heap has custom handlers (USE_ZEND_ALLOC=0?): not measuring the Zend MM");
 #endif
 
+#if defined(ALLOC_BUMP)
+	bump_init(&t);
+#endif
 	z.res.base_rss = rss_now();
 	z.res.peak_rss = z.res.base_rss;
 
@@ -861,6 +961,9 @@ int main(int argc, char **argv)
 	json_str(ALLOCATOR);
 	printf(",\"trace\":");
 	json_str(base);
+	/* loop: which replay loop ran, so that a table can take off that
+	 * loop's floor (bump-c here, bump-go in zmmreplay) */
+	printf(",\"loop\":\"c\"");
 	printf(",\"ops\":%zu,\"duration_ns\":%" PRIu64 ",\"ns_per_op\":%.3f", t.n, z.res.duration_ns,
 	       t.n ? (double)z.res.duration_ns / (double)t.n : 0.0);
 	printf(",\"cpu_ns\":%" PRIu64, z.res.cpu_ns);
@@ -871,6 +974,8 @@ int main(int argc, char **argv)
 #if defined(ALLOC_ZEND)
 	printf(",\"peak_usage\":%" PRIu64 ",\"real_peak_usage\":%" PRIu64 ",\"zend_request\":\"%s\",\"php_version\":\"%s\"",
 	       z.res.peak_usage, z.res.real_peak_usage, php_request_mode ? "php" : "heap", PHP_VERSION);
+#elif defined(ALLOC_BUMP)
+	printf(",\"arena_bytes\":%zu,\"wraps\":%" PRIu64, (size_t)(bump_end - bump_base), bump_wraps);
 #endif
 	printf("}\n");
 	fflush(stdout);

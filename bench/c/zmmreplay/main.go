@@ -5,13 +5,17 @@
 // request end before the reset, every 16384 records and after the replay,
 // the highest sample, with the sampling time taken out of the replay time.
 //
-//	zmmreplay [-verbose] TRACE
-//	zmmreplay -table [-o OUT] RESULTS.jsonl...
+//	zmmreplay [-verbose] [-alloc zmm|bump] TRACE
+//	zmmreplay -table RESULTS.jsonl...
+//
+// -alloc bump replays on a bump allocator instead (allocator "bump-go"),
+// with the same loop: the floor of the Go loop (bump.go).
 //
 // With -table it reads JSON lines written by run.sh (zmmreplay and the C
 // binaries) and prints a Markdown table: for each trace and allocator the
 // median ns/op and peak RSS over the runs, and their ratios to the Zend MM,
-// and the median of ns/op over the Zend MM's in the same repetition.
+// the median of ns/op over the Zend MM's in the same repetition, and that
+// ratio once each side's loop floor is taken off (Table).
 package main
 
 import (
@@ -40,8 +44,11 @@ import (
 // Result is one run, as the C harness prints it; fields a side does not
 // have are left out.
 type Result struct {
-	Allocator     string  `json:"allocator"`
-	Trace         string  `json:"trace"`
+	Allocator string `json:"allocator"`
+	Trace     string `json:"trace"`
+	// Loop is the replay loop that ran, "go" or "c" (results written
+	// before the field existed: "go" for zmm, "c" for the others).
+	Loop          string  `json:"loop,omitempty"`
 	Ops           int     `json:"ops"`
 	DurationNs    int64   `json:"duration_ns"`
 	NsPerOp       float64 `json:"ns_per_op"`
@@ -60,7 +67,21 @@ type Result struct {
 	GCCycles      *uint32 `json:"gc_cycles,omitempty"`
 	GCPauseNs     *uint64 `json:"gc_pause_ns,omitempty"`
 	GoVersion     string  `json:"go_version,omitempty"`
-	Rep           int     `json:"rep,omitempty"`
+	// ArenaBytes and Wraps: the bump floors only (bump.go).
+	ArenaBytes uint64  `json:"arena_bytes,omitempty"`
+	Wraps      *uint64 `json:"wraps,omitempty"`
+	Rep        int     `json:"rep,omitempty"`
+}
+
+// loop is r.Loop, or for results without it, the loop its allocator has.
+func (r Result) loop() string {
+	if r.Loop != "" {
+		return r.Loop
+	}
+	if r.Allocator == "zmm" || r.Allocator == "bump-go" {
+		return "go"
+	}
+	return "c"
 }
 
 func main() {
@@ -74,6 +95,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("zmmreplay", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	verbose := fs.Bool("verbose", false, "print the heap's own figures at the end of the first request (stderr)")
+	alloc := fs.String("alloc", "zmm", "what to replay on: zmm, or bump (the Go loop's floor)")
 	table := fs.Bool("table", false, "summarize JSON-lines result files as a Markdown table")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -94,9 +116,9 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	if fs.NArg() != 1 {
-		return errors.New("usage: zmmreplay [-verbose] TRACE | zmmreplay -table RESULTS.jsonl...")
+		return errors.New("usage: zmmreplay [-verbose] [-alloc zmm|bump] TRACE | zmmreplay -table RESULTS.jsonl...")
 	}
-	res, err := replayFile(fs.Arg(0), *verbose, stderr)
+	res, err := replayFile(fs.Arg(0), *alloc, *verbose, stderr)
 	if err != nil {
 		return err
 	}
@@ -142,17 +164,44 @@ func (s *statm) rss() uint64 {
 	return v * s.page
 }
 
-func replayFile(path string, verbose bool, stderr io.Writer) (Result, error) {
+func replayFile(path, alloc string, verbose bool, stderr io.Writer) (Result, error) {
+	if alloc != "zmm" && alloc != "bump" {
+		return Result{}, fmt.Errorf("-alloc %s: want zmm or bump", alloc)
+	}
 	t, err := trace.ReadFile(path) // untimed
 	if err != nil {
 		return Result{}, err
 	}
 	name := filepath.Base(path)
-	h, err := zmm.New(zmm.WithName(name), zmm.WithDebug(false), zmm.WithAllocMode(zmm.ModeChunks), zmm.WithLeakReport(nil))
-	if err != nil {
-		return Result{}, err
+	// replayer runs the timed replay; firstEnd prints the allocator's
+	// figures at the end of the first request (-verbose).
+	var replayer func(replay.Hooks) (replay.Result, error)
+	var firstEnd func()
+	allocator := "zmm"
+	var arena *bumpArena
+	if alloc == "bump" {
+		allocator = "bump-go"
+		if arena, err = newBumpArena(t); err != nil { // faulted in, untimed
+			return Result{}, err
+		}
+		defer arena.close()
+		replayer = func(hooks replay.Hooks) (replay.Result, error) { return replayBump(arena, t, hooks) }
+		firstEnd = func() {
+			fmt.Fprintf(stderr, "zmmreplay: at the end of request 1: bump arena %d bytes, %d bumped, %d wraps\n",
+				arena.end-arena.base, arena.next-arena.base, arena.wraps)
+		}
+	} else {
+		h, err := zmm.New(zmm.WithName(name), zmm.WithDebug(false), zmm.WithAllocMode(zmm.ModeChunks), zmm.WithLeakReport(nil))
+		if err != nil {
+			return Result{}, err
+		}
+		defer h.Close()
+		replayer = func(hooks replay.Hooks) (replay.Result, error) { return replay.ZmmHooks(h, t, hooks) }
+		firstEnd = func() {
+			fmt.Fprintf(stderr, "zmmreplay: at the end of request 1: zmm heap usage %d bytes, real %d; peak %d, real peak %d\n",
+				h.Usage(), h.RealUsage(), h.PeakUsage(), h.RealPeakUsage())
+		}
 	}
-	defer h.Close()
 
 	sm := openStatm()
 	// The garbage of reading the trace goes back to the OS first, so the
@@ -166,8 +215,7 @@ func replayFile(path string, verbose bool, stderr io.Writer) (Result, error) {
 		AtRequestEnd: func(request int, last bool) { // not counted by the replay
 			peak = max(peak, sm.rss())
 			if verbose && request == 1 {
-				fmt.Fprintf(stderr, "zmmreplay: at the end of request 1: zmm heap usage %d bytes, real %d; peak %d, real peak %d\n",
-					h.Usage(), h.RealUsage(), h.PeakUsage(), h.RealPeakUsage())
+				firstEnd()
 			}
 		},
 		Progress: func(done, total int) {
@@ -179,7 +227,7 @@ func replayFile(path string, verbose bool, stderr io.Writer) (Result, error) {
 		},
 	}
 	cpu0 := cpuTime()
-	res, err := replay.ZmmHooks(h, t, hooks)
+	res, err := replayer(hooks)
 	cpu := cpuTime() - cpu0
 	if err != nil {
 		return Result{}, err
@@ -191,9 +239,10 @@ func replayFile(path string, verbose bool, stderr io.Writer) (Result, error) {
 	}
 	var ru syscall.Rusage
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return Result{
-		Allocator:     "zmm",
+	r := Result{
+		Allocator:     allocator,
 		Trace:         name,
+		Loop:          "go",
 		Ops:           res.Ops,
 		DurationNs:    res.Duration.Nanoseconds(),
 		NsPerOp:       res.NsPerOp,
@@ -212,7 +261,12 @@ func replayFile(path string, verbose bool, stderr io.Writer) (Result, error) {
 		GCCycles:      &res.GCCycles,
 		GCPauseNs:     &res.GCPauseNs,
 		GoVersion:     runtime.Version(),
-	}, nil
+	}
+	if arena != nil {
+		r.ArenaBytes = uint64(arena.end - arena.base)
+		r.Wraps = &arena.wraps
+	}
+	return r, nil
 }
 
 // cpuTime is the process's CPU time, user and system (getrusage), as in the
@@ -249,7 +303,10 @@ func readResults(path string) ([]Result, error) {
 }
 
 // allocOrder is the order of the table's rows within a trace.
-var allocOrder = []string{"zmm", "zend", "glibc", "jemalloc", "mimalloc"}
+var allocOrder = []string{"zmm", "zend", "glibc", "jemalloc", "mimalloc", "bump-go", "bump-c"}
+
+// isFloor says whether a is one of the loops' floors (bump.go).
+func isFloor(a string) bool { return a == "bump-go" || a == "bump-c" }
 
 func rank(a string) int {
 	if i := slices.Index(allocOrder, a); i >= 0 {
@@ -276,6 +333,7 @@ type row struct {
 	runs            int
 	ns, rss, growth float64   // medians
 	paired          []float64 // ns/op over the Zend MM's in the same repetition
+	allocOnly       []float64 // the same, each side's loop floor taken off
 	mismatches      int       // the most of any run
 }
 
@@ -315,6 +373,14 @@ func pairedCell(ratios []float64) string {
 // repetition, so the two saw the same state of the machine) and gives the
 // median of those ratios with their interquartile range: on a noisy
 // machine it moves less than the ratio of medians.
+//
+// The allocator-only column does the same after taking off each side's
+// floor: the ns/op of the bump allocator replayed by the same loop in the
+// same repetition (bump-go under zmmreplay's Go loop, bump-c under the C
+// loop). (ns − floor of its loop) / (Zend's ns − floor of the C loop) is
+// the ratio of what the allocators themselves cost, the replay loops'
+// own work (records, live table, marking) taken out. It needs the floors'
+// runs (run.sh's "bump" entry) and is "–" without them.
 func Table(rs []Result) string {
 	type key struct{ trace, alloc string }
 	type repKey struct {
@@ -322,9 +388,20 @@ func Table(rs []Result) string {
 		rep   int
 	}
 	zendRep := map[repKey]float64{}
+	floorRep := map[repKey]map[string]float64{} // loop -> the floor's ns/op
 	for _, r := range rs {
-		if r.Allocator == "zend" && r.Rep > 0 && r.NsPerOp > 0 {
-			zendRep[repKey{r.Trace, r.Rep}] = r.NsPerOp
+		if r.Rep <= 0 || r.NsPerOp <= 0 {
+			continue
+		}
+		k := repKey{r.Trace, r.Rep}
+		switch {
+		case r.Allocator == "zend":
+			zendRep[k] = r.NsPerOp
+		case isFloor(r.Allocator):
+			if floorRep[k] == nil {
+				floorRep[k] = map[string]float64{}
+			}
+			floorRep[k][r.loop()] = r.NsPerOp
 		}
 	}
 	groups := map[key][]Result{}
@@ -349,26 +426,33 @@ func Table(rs []Result) string {
 	zend := map[string]row{}
 	for _, k := range keys {
 		g := groups[k]
-		var ns, rss, growth, paired []float64
+		var ns, rss, growth, paired, allocOnly []float64
 		mism := 0
 		for _, r := range g {
-			if z, ok := zendRep[repKey{r.Trace, r.Rep}]; ok && r.Rep > 0 {
+			rk := repKey{r.Trace, r.Rep}
+			if z, ok := zendRep[rk]; ok && r.Rep > 0 {
 				paired = append(paired, r.NsPerOp/z)
+				own, okOwn := floorRep[rk][r.loop()]
+				zf, okZ := floorRep[rk]["c"]
+				if okOwn && okZ && !isFloor(r.Allocator) && z > zf {
+					allocOnly = append(allocOnly, (r.NsPerOp-own)/(z-zf))
+				}
 			}
 			ns = append(ns, r.NsPerOp)
 			rss = append(rss, float64(r.PeakRSS))
 			growth = append(growth, float64(r.PeakRSS)-float64(r.BaseRSS))
 			mism = max(mism, r.Mismatches)
 		}
-		rw := row{trace: k.trace, alloc: k.alloc, runs: len(g), ns: median(ns), rss: median(rss), growth: median(growth), paired: paired, mismatches: mism}
+		rw := row{trace: k.trace, alloc: k.alloc, runs: len(g), ns: median(ns), rss: median(rss), growth: median(growth),
+			paired: paired, allocOnly: allocOnly, mismatches: mism}
 		rows = append(rows, rw)
 		if k.alloc == "zend" {
 			zend[k.trace] = rw
 		}
 	}
 	var b strings.Builder
-	b.WriteString("| trace | allocator | ns/op | ×Zend | paired ×Zend (IQR) | peak RSS | ×Zend | RSS growth | ×Zend | mismatches | runs |\n")
-	b.WriteString("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	b.WriteString("| trace | allocator | ns/op | ×Zend | paired ×Zend (IQR) | allocator-only ×Zend (IQR) | peak RSS | ×Zend | RSS growth | ×Zend | mismatches | runs |\n")
+	b.WriteString("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, r := range rows {
 		z, ok := zend[r.trace]
 		ratio := func(x, y float64) string {
@@ -377,8 +461,8 @@ func Table(rs []Result) string {
 			}
 			return fmt.Sprintf("%.2f", x/y)
 		}
-		fmt.Fprintf(&b, "| %s | %s | %.1f | %s | %s | %s | %s | %s | %s | %d | %d |\n",
-			r.trace, r.alloc, r.ns, ratio(r.ns, z.ns), pairedCell(r.paired), mib(r.rss), ratio(r.rss, z.rss),
+		fmt.Fprintf(&b, "| %s | %s | %.1f | %s | %s | %s | %s | %s | %s | %s | %d | %d |\n",
+			r.trace, r.alloc, r.ns, ratio(r.ns, z.ns), pairedCell(r.paired), pairedCell(r.allocOnly), mib(r.rss), ratio(r.rss, z.rss),
 			mib(r.growth), ratio(r.growth, z.growth), r.mismatches, r.runs)
 	}
 	return b.String()
