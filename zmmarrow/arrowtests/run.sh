@@ -27,5 +27,12 @@ root=$(cd "$here/../.." && pwd)
 if ! command -v go >/dev/null 2>&1; then
 	export PATH="/usr/local/go/bin:$PATH"
 fi
+# The runner builds with the checkout's own layout: its go.work if it has one,
+# else zmmarrow/go.mod alone (never a go.work found above the checkout).
+if [[ -f $root/go.work ]]; then
+	export GOWORK="$root/go.work"
+else
+	export GOWORK=off
+fi
 cd "$root/zmmarrow"
 exec go run ./arrowtests/runner -root "$root" -known-bugs "$here/known-bugs.txt" "$@"
