@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Runs arrow-go's own test suites on zmm: the arrow-go version zmmarrow
 # requires, each package's tests on Arrow's allocator (the baseline) and, with
-# every memory.DefaultAllocator and memory.NewGoAllocator() of its test files
-# swapped for a zmmarrow allocator (go test -overlay, on a copy of the module
-# kept in the user cache directory), on a normal, a debug and a guard heap.
+# every memory.DefaultAllocator and memory.NewGoAllocator() of its test files,
+# and memory.DefaultAllocator itself, swapped for a zmmarrow allocator
+# (go test -overlay, on a copy of the module kept in the user cache
+# directory), on a normal, a debug and a guard heap.
 #
 #   bash zmmarrow/arrowtests/run.sh                      # the default packages, all modes
 #   bash zmmarrow/arrowtests/run.sh arrow/ipc arrow/csv  # packages of arrow-go
