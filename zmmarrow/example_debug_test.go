@@ -38,7 +38,7 @@ func Example_debugHeap() {
 	slices.SortFunc(leaks, func(a, b zmm.Leak) int { return a.Site.Line - b.Site.Line })
 	for _, l := range leaks {
 		fmt.Printf("leak: %d bytes allocated at %s:%d\n",
-			l.Size-zmmarrow.Alignment, filepath.Base(l.Site.File), l.Site.Line)
+			l.Size-zmmarrow.Overhead, filepath.Base(l.Site.File), l.Site.Line)
 	}
 	// Output:
 	// read after Release: "\xdf\xdf\xdf\xdf"

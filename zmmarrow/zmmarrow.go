@@ -119,11 +119,19 @@ func init() {
 // out (Arrow's memory alignment).
 const Alignment = 64
 
+// Overhead is what an Allocator over a debug, system or guard heap asks
+// zmm for beyond each buffer (room for the buffer's 64-byte alignment and a
+// header): a block in such a heap's leak report or Leaks is Overhead bytes
+// longer than the Arrow buffer in it. Over a normal heap the block is the
+// buffer, rounded up to 64 bytes.
+const Overhead = pad
+
 const (
 	// pad is what the over-allocating path adds to a request: room to move
 	// the start of the buffer to the next multiple of 64 at least hdrSize
-	// bytes into an 8-byte aligned block.
-	pad = Alignment
+	// bytes into the block, wherever the block starts (a guard-mode block is
+	// aligned only as its size allows, to end against its guard page).
+	pad = Alignment + hdrSize
 	// hdrSize is the header before an over-allocated buffer.
 	hdrSize = 8
 	// hdrMagic keys the header's check word.
@@ -269,19 +277,13 @@ func (a *Allocator) alloc(size int) []byte {
 		defer a.mu.Unlock()
 	}
 	if a.over {
-		p := a.h.Alloc(overSize(size))
-		return unsafe.Slice((*byte)(place(p, "Allocate")), size)
+		p := a.h.Alloc(uintptr(size) + pad)
+		return unsafe.Slice((*byte)(place(p)), size)
 	}
 	p := a.h.Alloc(roundUp(size))
 	checkAligned(p, "Allocate")
 	return unsafe.Slice((*byte)(p), size)
 }
-
-// overSize is the block an over-allocated buffer of size bytes takes: the
-// size, the pad, rounded up to a multiple of 8, so that guard mode, which
-// aligns each block as its size allows (ending it against its guard page),
-// hands out 8-byte aligned blocks as the other modes do.
-func overSize(size int) uintptr { return (uintptr(size) + pad + 7) &^ 7 }
 
 // realloc resizes the buffer b to size bytes, keeping its first keep
 // bytes, and returns it, not zeroed beyond them.
@@ -301,8 +303,8 @@ func (a *Allocator) realloc(size int, b []byte, keep int) []byte {
 	// are at the old distance from the new block's start; they move if the
 	// new block needs another distance.
 	p, off := a.header(unsafe.Pointer(unsafe.SliceData(b)), "Reallocate")
-	q := a.h.Realloc(p, overSize(size))
-	buf := unsafe.Add(q, offset(q, "Reallocate"))
+	q := a.h.Realloc(p, uintptr(size)+pad)
+	buf := unsafe.Add(q, offset(q))
 	if moved := unsafe.Add(q, off); moved != buf {
 		// Before the header is written: it may lie in the bytes that move.
 		copy(unsafe.Slice((*byte)(buf), keep), unsafe.Slice((*byte)(moved), keep))
@@ -321,22 +323,21 @@ func checkAligned(p unsafe.Pointer, op string) {
 
 // place returns the buffer of the over-allocated block p and writes its
 // header.
-func place(p unsafe.Pointer, op string) unsafe.Pointer {
-	off := offset(p, op)
+func place(p unsafe.Pointer) unsafe.Pointer {
+	off := offset(p)
 	buf := unsafe.Add(p, off)
 	writeHeader(buf, off)
 	return buf
 }
 
 // offset returns where the buffer of the over-allocated block p starts:
-// the first 64-byte aligned address at least hdrSize bytes into it, at most
-// pad bytes in since p is 8-byte aligned.
-func offset(p unsafe.Pointer, op string) uintptr {
-	if uintptr(p)%hdrSize != 0 {
-		panic(fmt.Sprintf("zmmarrow: %s: zmm returned block %p, which is not %d-byte aligned", op, p, hdrSize))
-	}
-	at := uintptr(p) + hdrSize
-	return (at+Alignment-1)&^(Alignment-1) - uintptr(p)
+// the last 64-byte aligned address that leaves the buffer inside the block
+// (p + pad is where it would end the block), between hdrSize + 1 and pad
+// bytes in, wherever p is. Taking the last one puts a buffer whose size is
+// a multiple of 64 right against the end of its block: in guard mode,
+// against the guard page. (The header before it is 8-byte aligned.)
+func offset(p unsafe.Pointer) uintptr {
+	return (uintptr(p)+pad)&^(Alignment-1) - uintptr(p)
 }
 
 // writeHeader writes the header of the buffer at buf, off bytes into its
@@ -355,7 +356,7 @@ func checkWord(buf unsafe.Pointer) uint64 {
 func (a *Allocator) header(buf unsafe.Pointer, op string) (unsafe.Pointer, uintptr) {
 	if uintptr(buf)%Alignment == 0 {
 		if w, ok := readHeader(buf); ok && w&^0xff == checkWord(buf) {
-			if off := uintptr(w & 0xff); off >= hdrSize && off <= pad && off%hdrSize == 0 {
+			if off := uintptr(w & 0xff); off >= hdrSize && off <= pad {
 				return unsafe.Add(buf, -int(off)), off
 			}
 		}

@@ -206,7 +206,7 @@ func report(h *zmm.Heap, mode string) Report {
 
 // BySite groups leaks by allocation site, most bytes first (then most
 // blocks, then by site). Sizes are the Arrow buffers': on the heaps that
-// track blocks, zmmarrow asks zmm for Alignment bytes more than each buffer.
+// track blocks, zmmarrow asks zmm for Overhead bytes more than each buffer.
 func BySite(leaks []zmm.Leak) []SiteTotal {
 	at := map[string]*SiteTotal{}
 	for _, l := range leaks {
@@ -217,8 +217,8 @@ func BySite(leaks []zmm.Leak) []SiteTotal {
 			at[key] = s
 		}
 		s.Blocks++
-		if l.Size > zmmarrow.Alignment {
-			s.Bytes += uint64(l.Size - zmmarrow.Alignment)
+		if l.Size > zmmarrow.Overhead {
+			s.Bytes += uint64(l.Size - zmmarrow.Overhead)
 		}
 	}
 	out := make([]SiteTotal, 0, len(at))

@@ -88,7 +88,7 @@ func TestReportCatchesWriteAfterRelease(t *testing.T) {
 
 func TestBySiteOrdersByBytesThenBlocks(t *testing.T) {
 	site := func(line int) zmm.Site { return zmm.Site{File: "/a/x.go", Line: line, Function: "pkg.f"} }
-	pad := uintptr(zmmarrow.Alignment)
+	pad := uintptr(zmmarrow.Overhead)
 	got := BySite([]zmm.Leak{
 		{Size: 64 + pad, Site: site(1)},
 		{Size: 64 + pad, Site: site(2)},
