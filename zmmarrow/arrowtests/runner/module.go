@@ -129,12 +129,47 @@ func copyFile(from, to string, perm fs.FileMode) error {
 
 // writeWorkspace writes the go.work at path: the arrow-go copy, and the zmm
 // and zmmarrow modules of the checkout at root, whatever their own go.mod
-// files or a go.work of the checkout say.
+// files or a go.work of the checkout say. zmmarrow requires a released
+// version of zmm (v0.1.0 before the first release exists), and the go
+// command reads that version's go.mod even when the workspace holds zmm:
+// a replace of exactly that version by the checkout keeps it local.
 func writeWorkspace(path, arrowDir, root string) error {
 	env := []string{"GOWORK=" + path}
 	dir := filepath.Dir(path)
 	if _, err := goCmd(dir, env, "work", "init", arrowDir, root, filepath.Join(root, "zmmarrow")); err != nil {
 		return err
 	}
-	return nil
+	ver, err := requiredVersion(filepath.Join(root, "zmmarrow"), zmmModule)
+	if err != nil {
+		return err
+	}
+	if ver == "" {
+		return nil
+	}
+	_, err = goCmd(dir, env, "work", "edit", "-replace", zmmModule+"@"+ver+"="+root)
+	return err
+}
+
+// zmmModule is zmm's module path.
+const zmmModule = "github.com/gozmm/zmm"
+
+// requiredVersion returns the version of module mod that the go.mod in dir
+// requires, or "" if it requires none.
+func requiredVersion(dir, mod string) (string, error) {
+	out, err := goCmd(dir, []string{"GOWORK=off"}, "mod", "edit", "-json")
+	if err != nil {
+		return "", err
+	}
+	var gomod struct {
+		Require []struct{ Path, Version string }
+	}
+	if err := json.Unmarshal(out, &gomod); err != nil {
+		return "", fmt.Errorf("go mod edit -json in %s: %w", dir, err)
+	}
+	for _, r := range gomod.Require {
+		if r.Path == mod {
+			return r.Version, nil
+		}
+	}
+	return "", nil
 }
