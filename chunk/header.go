@@ -81,7 +81,11 @@ type Header struct {
 	// of the trailing gap when it has scanned that far. It is never below
 	// a page in use, and may be above the start of the trailing gap.
 	FreeTail uint32
-	_        [3]uint64
+	// Slot is the chunk's place in its heap's index of free gaps (zmm's
+	// run index); the chunk package does not use it.
+	Slot uint32
+	_    uint32
+	_    [2]uint64
 	// FreeMap has one bit per page, set when the page is in use.
 	FreeMap [Pages / 64]uint64
 	// Map has one entry per page; see MapFree and the other Map constants.
@@ -188,6 +192,34 @@ func (c *Header) nextGap(i uint32) (start, end uint32) {
 		word = c.FreeMap[w&7]
 	}
 	return start, w<<6 + uint32(bits.TrailingZeros64(word))
+}
+
+// GapAround returns the free gap [start, end) that holds page i, which must
+// be free.
+func (c *Header) GapAround(i uint32) (start, end uint32) {
+	if i >= c.FreeTail {
+		end = Pages
+	} else {
+		// The first used page after i.
+		w := i >> 6
+		word := c.FreeMap[w&7] &^ (uint64(2)<<(i&63) - 1)
+		for word == 0 && w < Pages/64-1 {
+			w++
+			word = c.FreeMap[w&7]
+		}
+		end = Pages
+		if word != 0 {
+			end = w<<6 + uint32(bits.TrailingZeros64(word))
+		}
+	}
+	// The last used page before i (page 0 is always used).
+	w := i >> 6
+	word := c.FreeMap[w&7] & (uint64(1)<<(i&63) - 1)
+	for word == 0 {
+		w--
+		word = c.FreeMap[w&7]
+	}
+	return w<<6 + 63 - uint32(bits.LeadingZeros64(word)) + 1, end
 }
 
 // Take marks pages [start, start+n) used. It does not write map entries.

@@ -204,3 +204,34 @@ func TestFindRunMatchesTheNaiveSearch(t *testing.T) {
 			"step %d: a page at or above FreeTail %d is in use", step, c.FreeTail)
 	}
 }
+
+func TestGapAroundMatchesTheBitmap(t *testing.T) {
+	var c chunk.Header
+	c.Init(0, 1, 0)
+	rng := rand.New(rand.NewPCG(7, 8))
+	for step := 0; step < 2000; step++ {
+		// Take a random free run, or free one page in use.
+		start := uint32(1 + rng.IntN(chunk.Pages-1))
+		n := uint32(1 + rng.IntN(int(min(chunk.Pages-start, 40))))
+		switch {
+		case c.RangeFree(start, n):
+			c.Take(start, n)
+		case c.Used(start):
+			c.Release(start, 1)
+		}
+		for p := uint32(chunk.FirstPage); p < chunk.Pages; p++ {
+			if c.Used(p) {
+				continue
+			}
+			s, e := c.GapAround(p)
+			naiveS, naiveE := p, p
+			for naiveS > 0 && !c.Used(naiveS-1) {
+				naiveS--
+			}
+			for naiveE < chunk.Pages && !c.Used(naiveE) {
+				naiveE++
+			}
+			require.Equal(t, [2]uint32{naiveS, naiveE}, [2]uint32{s, e}, "step %d, page %d", step, p)
+		}
+	}
+}

@@ -67,10 +67,11 @@ func (s *heapState) overLimit(need uintptr) bool {
 }
 
 // linkChunk makes a chunk, fresh or from the cache, a live chunk of the
-// heap: its header initialised, its frame recorded, and linked at the end
-// of the ring.
+// heap: its header initialised, indexed (the caller has reserved its slot),
+// its frame recorded, and linked at the end of the ring.
 func (s *heapState) linkChunk(c *chunk.Header) {
 	c.Init(uintptr(unsafe.Pointer(s)), s.id, s.nextNum)
+	s.indexChunk(c)
 	s.nextNum++
 	frames.Set(c.Base(), s.frame)
 	s.addOwn(c.Base())
@@ -139,6 +140,7 @@ func (s *heapState) checkRing(op string) {
 // which keeps about as many chunks as requests have been using and stops
 // mmap/munmap thrashing around a chunk boundary (bug #75368).
 func (s *heapState) deleteChunk(c *chunk.Header) {
+	s.unindexChunk(c)
 	s.unlink(c)
 	s.chunks--
 	if float64(s.chunks+s.cachedChunks) < s.avgChunks+0.1 ||

@@ -60,7 +60,7 @@ func (s *heapState) gc(op string, release bool) uintptr {
 				bin := chunk.EntryBin(e)
 				n := bins.Pages[bin&31]
 				if chunk.EntryCounter(e) == bins.Elements[bin&31] {
-					c.Release(i, n)
+					s.release(c, i, n, false)
 					runs += uintptr(n) * chunk.PageSize
 				} else {
 					c.Map[i] = chunk.WithCounter(e, 0)
@@ -73,6 +73,7 @@ func (s *heapState) gc(op string, release bool) uintptr {
 			}
 		}
 		if c.Empty() && c != main {
+			s.unindexChunk(c)
 			s.unlink(c)
 			s.chunks--
 			s.realSize -= chunk.Size

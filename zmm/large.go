@@ -24,7 +24,10 @@ func (s *heapState) allocLarge(size uintptr, op string) unsafe.Pointer {
 // freeLarge gives a page run back to its chunk and retires the chunk when
 // it is empty (zend_mm_free_large).
 func (s *heapState) freeLarge(c *chunk.Header, page, n uint32) {
-	c.ReleaseLarge(page, n)
+	c.ReleaseLarge(page, n) // s.release, spelled out: this is the hot one
+	if s.runs.on {
+		s.releaseIndexed(c, page, n)
+	}
 	s.size -= uintptr(n) * chunk.PageSize
 	if c.Empty() && c.Base() != s.main {
 		s.deleteChunk(c)
@@ -41,12 +44,12 @@ func (s *heapState) resizeLarge(b blockInfo, size uintptr) bool {
 	case n == old:
 		return true
 	case n < old:
-		c.ReleaseLarge(page+n, old-n)
+		s.release(c, page+n, old-n, true)
 		c.Map[page] = chunk.LargeEntry(n)
 		s.size -= uintptr(old-n) * chunk.PageSize
 		return true
 	case c.RangeFree(page+old, n-old):
-		c.Take(page+old, n-old)
+		s.take(c, page+old, n-old)
 		c.SetLargeRun(page, n)
 		s.size += uintptr(n-old) * chunk.PageSize
 		s.peak = max(s.peak, s.size)

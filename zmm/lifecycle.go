@@ -55,6 +55,7 @@ func (h *Heap) Reset() {
 // before Reset is not valid after.
 func (s *heapState) reset() {
 	s.freeAllHuge()
+	s.dropIndex()
 	for addr := hdr(s.main).Next; addr != s.main; {
 		c := hdr(addr)
 		addr = c.Next
@@ -101,7 +102,7 @@ func (h *Heap) Close() {
 	}
 	id, hasStorage := s.id, s.hasStorage
 	h.st = &closedState
-	s.release() // the state dies with it
+	s.unmapAll() // the state dies with it
 	if hasStorage {
 		storages.Delete(id)
 	}
@@ -111,12 +112,13 @@ func (h *Heap) Close() {
 	}
 }
 
-// release unmaps everything the heap holds, its own state (in the main
+// unmapAll unmaps everything the heap holds, its own state (in the main
 // chunk) last: s must not be used afterwards.
-func (s *heapState) release() {
+func (s *heapState) unmapAll() {
 	s.freeAllHuge()
 	s.dropHugeCache()
 	s.huge.release()
+	s.runs.release()
 	s.dropCache()
 	for addr := hdr(s.main).Next; addr != s.main; {
 		next := hdr(addr).Next

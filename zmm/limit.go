@@ -14,37 +14,45 @@ import (
 // cached and empty memory (gc-and-retry). tried is the size reported when
 // the limit or the OS refuses.
 
-// takePages takes n contiguous free pages for a run: from the first live
-// chunk that has a best fit, else from a cached chunk, else from a new
-// chunk (zend_mm_alloc_pages). In debug mode the freed runs those pages
+// takePages takes n contiguous free pages for a run: in a heap of up to
+// runIndexFrom chunks, the best fit in the first chunk that has room, as
+// the Zend MM does (zend_mm_alloc_pages); in a larger one, the smallest free
+// gap of at least n pages in the whole heap, found by the run index; else a
+// cached chunk, else a new chunk. In debug mode the freed runs those pages
 // overlap are checked first (poison.go).
 func (s *heapState) takePages(n uint32, op string, tried uintptr) (*chunk.Header, uint32) {
 	retried := false
 	for {
-		// Best fit in the first live chunk that has room; a chunk found
-		// more than two steps down the ring moves to its front for small
-		// runs, as in the Zend MM.
-		c := hdr(s.main)
-		for steps := uint32(0); ; steps++ {
-			if steps >= s.chunks {
-				// More chunks than the heap has: the ring is broken into
-				// a loop that misses the main chunk.
-				fail(ErrCorrupted, op, c.Base(), "zmm: heap corrupted: chunk list broken at chunk 0x%x", c.Base())
-			}
-			if start, ok := c.FindRun(n); ok {
-				if steps > 2 && n < 8 {
-					s.moveToFront(c)
-				}
-				if s.debug {
-					debugStateOf(s.id).checkFreedPages(s, op, c, start, n)
-				}
-				c.Take(start, n)
+		if s.runs.on {
+			if c, start, ok := s.takeFromIndex(op, n); ok {
 				return c, start
 			}
-			if c.Next == s.main {
-				break
+		} else {
+			// The Zend MM's search: the best fit in the first chunk of the
+			// ring that has room; a chunk found more than two steps down
+			// moves to the ring's front for small runs.
+			c := hdr(s.main)
+			for steps := uint32(0); ; steps++ {
+				if steps >= s.chunks {
+					// More chunks than the heap has: the ring is broken
+					// into a loop that misses the main chunk.
+					fail(ErrCorrupted, op, c.Base(), "zmm: heap corrupted: chunk list broken at chunk 0x%x", c.Base())
+				}
+				if start, ok := c.FindRun(n); ok {
+					if steps > 2 && n < 8 {
+						s.moveToFront(c)
+					}
+					if s.debug {
+						debugStateOf(s.id).checkFreedPages(s, op, c, start, n)
+					}
+					c.Take(start, n)
+					return c, start
+				}
+				if c.Next == s.main {
+					break
+				}
+				c = hdr(c.Next)
 			}
-			c = hdr(c.Next)
 		}
 		if s.cached == 0 && s.overLimit(chunk.Size) {
 			// Give back what is cached or empty, then look again: the
@@ -55,15 +63,17 @@ func (s *heapState) takePages(n uint32, op string, tried uintptr) (*chunk.Header
 			}
 			limitError(op, s.limit, tried)
 		}
-		// A chunk from the cache, or a new mapping.
-		c = s.takeCachedChunk()
+		// A chunk from the cache, or a new mapping; its slot in the run
+		// index first, so that a chunk is never mapped without one.
+		s.reserveSlot(op)
+		c := s.takeCachedChunk()
 		if c == nil {
 			c = chunk.At(s.mapMemory(chunk.Size, op, tried))
 			s.realSize += chunk.Size
 			s.realPeak = max(s.realPeak, s.realSize)
 		}
 		s.linkChunk(c)
-		c.Take(chunk.FirstPage, n)
+		s.take(c, chunk.FirstPage, n)
 		return c, chunk.FirstPage
 	}
 }

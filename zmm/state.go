@@ -88,6 +88,8 @@ type heapState struct {
 	avgChunks float64
 
 	huge hugeTable
+	// runs finds the free gaps of the live chunks by length (runindex.go).
+	runs runIndex
 }
 
 // The bits of heapState.special.
