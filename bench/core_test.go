@@ -207,14 +207,15 @@ func BenchmarkFreeAcrossChunks(b *testing.B) {
 	}
 }
 
-// spreadBlocks fills a heap with chunks chunks, each a large block of all
-// its pages but one and, in that page, a run of size-byte slots, and
-// returns every slot, shuffled.
+// spreadBlocks fills a heap with chunks chunks, each two large blocks of
+// all its pages but one (a page run is half a chunk at most) and, in that
+// page, a run of size-byte slots, and returns every slot, shuffled.
 func spreadBlocks(b *testing.B, h *zmm.Heap, chunks int, size uintptr) []unsafe.Pointer {
 	var blocks []unsafe.Pointer
 	chunkOf := func(p unsafe.Pointer) uintptr { return uintptr(p) &^ (chunk.Size - 1) }
 	for range chunks {
-		large := h.Alloc((chunk.Pages - 2) * chunk.PageSize)
+		large := h.Alloc(zmm.MaxLargeSize)
+		h.Alloc((chunk.Pages-2)*chunk.PageSize - zmm.MaxLargeSize)
 		for {
 			p := h.Alloc(size)
 			blocks = append(blocks, p)

@@ -34,7 +34,8 @@ const (
 	// FirstPage is the first page that can be handed out: page 0 holds the
 	// chunk header (ZEND_MM_FIRST_PAGE).
 	FirstPage = 1
-	// MaxLargeSize is the largest request served by a page run inside a
-	// chunk; anything bigger is a huge block (ZEND_MM_MAX_LARGE_SIZE).
-	MaxLargeSize = Size - FirstPage*PageSize
+	// MaxRunSize is the longest page run a chunk can hold: every page but
+	// the header. The Zend MM serves runs up to it (ZEND_MM_MAX_LARGE_SIZE);
+	// zmm serves runs of at most half of it (zmm.MaxLargeSize).
+	MaxRunSize = Size - FirstPage*PageSize
 )

@@ -173,7 +173,7 @@ func bpClassSize(req uintptr, debug bool) uintptr {
 	switch {
 	case size <= bins.MaxSize:
 		return uintptr(bins.Size[bins.SizeToBin(max(size, 16))])
-	case size <= chunk.MaxLargeSize:
+	case size <= zmm.MaxLargeSize:
 		return (size + chunk.PageSize - 1) &^ (chunk.PageSize - 1)
 	}
 	page := chunk.OSPageSize()
@@ -187,7 +187,7 @@ func (bh *bpHeap) alloc(tb testing.TB, req uintptr, seed byte) bpBlock {
 	switch {
 	case b.size <= bins.MaxSize:
 		b.what = "small"
-	case b.size <= chunk.MaxLargeSize:
+	case b.size <= zmm.MaxLargeSize:
 		b.what = "large"
 	default:
 		b.what, b.huge = "huge", true

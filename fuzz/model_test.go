@@ -51,7 +51,9 @@ const (
 	// opsMaxHuge is the largest request a program makes.
 	opsMaxHuge = 8 << 20
 	// opsMinHuge is the smallest request served by a huge block.
-	opsMinHuge = chunk.MaxLargeSize + 1
+	opsMinHuge = zmm.MaxLargeSize + 1
+	// opsMaxPages is the longest page run.
+	opsMaxPages = zmm.MaxLargeSize / chunk.PageSize
 	// opsNear: when the limit is less than this above RealUsage, an
 	// allocation may meet it, and the model reads Stats before it.
 	opsNear = 32 << 20
@@ -112,13 +114,13 @@ var opsElems = [8]uintptr{1, 2, 3, 4, 8, 12, 24, 100}
 var opsLargeEdges = [...]uintptr{
 	bins.MaxSize + 1, chunk.PageSize - 1, chunk.PageSize, chunk.PageSize + 1,
 	2*chunk.PageSize - 1, 2 * chunk.PageSize, 2*chunk.PageSize + 1,
-	chunk.MaxLargeSize - chunk.PageSize, chunk.MaxLargeSize - chunk.PageSize + 1,
-	chunk.MaxLargeSize - 1, chunk.MaxLargeSize,
+	zmm.MaxLargeSize - chunk.PageSize, zmm.MaxLargeSize - chunk.PageSize + 1,
+	zmm.MaxLargeSize - 1, zmm.MaxLargeSize,
 }
 
 var opsHugeEdges = [...]uintptr{
-	chunk.MaxLargeSize + 1, chunk.Size - 1, chunk.Size, chunk.Size + 1,
-	2*chunk.Size - 1, 2 * chunk.Size, 2*chunk.Size + 1, opsMaxHuge,
+	zmm.MaxLargeSize + 1, chunk.Size - 1, chunk.Size, chunk.Size + 1,
+	2*chunk.Size - 1, 2 * chunk.Size, 2*chunk.Size + 1, opsMaxHuge, 1 << 20,
 }
 
 // opsDecodeSize turns a 3-byte size selector into a request:
@@ -127,10 +129,10 @@ var opsHugeEdges = [...]uintptr{
 //	s0%8 4:   tiny: s1%17 (0..16)
 //	s0%8 5-6: large, by m = s0>>3: m<4 an edge (opsLargeEdges[s1%11]);
 //	          else 1+s1%8 pages (m<24), 1+s1%64 pages (m<30) or
-//	          1+(s1<<1|s2&1)%511 pages, the last page holding s2*16+1
+//	          1+(s1<<1|s2&1)%255 pages, the last page holding s2*16+1
 //	          bytes (4096 if s2 is 255); at least 3073
-//	s0%8 7:   huge, by m = s0>>3: m<6 an edge (opsHugeEdges[s1%8]);
-//	          else MaxLargeSize+1 + x (m<20) or + x*96 (up to 8 MiB),
+//	s0%8 7:   huge, by m = s0>>3: m<6 an edge (opsHugeEdges[s1%9]);
+//	          else MaxLargeSize+1 + x (m<20) or + x*112 (up to 8 MiB),
 //	          x = s1<<8|s2
 func opsDecodeSize(s0, s1, s2 byte) uintptr {
 	switch s0 % 8 {
@@ -150,7 +152,7 @@ func opsDecodeSize(s0, s1, s2 byte) uintptr {
 		case m < 30:
 			pages = 1 + uintptr(s1%64)
 		default:
-			pages = 1 + (uintptr(s1)<<1|uintptr(s2&1))%(chunk.Pages-chunk.FirstPage)
+			pages = 1 + (uintptr(s1)<<1|uintptr(s2&1))%opsMaxPages
 		}
 		last := uintptr(s2)*16 + 1
 		if s2 == 255 {
@@ -166,7 +168,7 @@ func opsDecodeSize(s0, s1, s2 byte) uintptr {
 	case m < 20:
 		return opsMinHuge + x
 	}
-	return opsMinHuge + x*96
+	return min(opsMinHuge+x*112, opsMaxHuge)
 }
 
 // Size selectors for building programs (the inverse of opsDecodeSize).
@@ -187,13 +189,13 @@ func opsLarge(pages int, last byte) [3]byte {
 	return [3]byte{5 | 30<<3, byte((pages - 1) >> 1), last&^1 | byte((pages-1)&1)}
 }
 
-// opsHugeNear selects MaxLargeSize+1+x; opsHugeFar MaxLargeSize+1+x*96.
+// opsHugeNear selects MaxLargeSize+1+x; opsHugeFar MaxLargeSize+1+x*112.
 func opsHugeNear(x uint16) [3]byte { return [3]byte{7 | 6<<3, byte(x >> 8), byte(x)} }
 func opsHugeFar(x uint16) [3]byte  { return [3]byte{7 | 20<<3, byte(x >> 8), byte(x)} }
 
-// opsHugeMiB selects about mib MiB (within 96 bytes; mib in 2..8).
+// opsHugeMiB selects about mib MiB (within 112 bytes; mib in 1..8).
 func opsHugeMiB(mib float64) [3]byte {
-	return opsHugeFar(uint16((uintptr(mib*(1<<20)) - opsMinHuge) / 96))
+	return opsHugeFar(uint16((uintptr(mib*(1<<20)) - opsMinHuge) / 112))
 }
 
 // modelClass is the class size of an internal request: the bin size
@@ -208,7 +210,7 @@ func modelClass(x uintptr) uintptr {
 			}
 		}
 		panic("unreachable")
-	case x <= chunk.MaxLargeSize:
+	case x <= zmm.MaxLargeSize:
 		return (x + chunk.PageSize - 1) &^ (chunk.PageSize - 1)
 	}
 	ps := chunk.OSPageSize()
@@ -232,7 +234,7 @@ func modelKind(class uintptr) int {
 	switch {
 	case class <= bins.MaxSize:
 		return modelSmall
-	case class <= chunk.MaxLargeSize:
+	case class <= zmm.MaxLargeSize:
 		return modelLarge
 	}
 	return modelHuge
@@ -317,7 +319,7 @@ func modelRegions(n uintptr, f func(from, to uintptr) bool) bool {
 	switch {
 	case n <= modelDense:
 		return f(0, n)
-	case n <= chunk.MaxLargeSize:
+	case n <= zmm.MaxLargeSize:
 		step = chunk.PageSize
 	}
 	if !f(0, modelEdge) {
@@ -411,6 +413,7 @@ type opsBlock struct {
 	start uintptr        // the block's first byte (p minus the debug record)
 	req   uintptr        // the size asked for
 	class uintptr        // its class size (of req plus the debug overhead)
+	kind  int            // modelKind(class), or modelLarge for a page run grown past MaxLargeSize
 	id    uint64         // its fill pattern
 	bad   *opsDamage     // debug: a corruption injected and not yet reported
 }
@@ -767,7 +770,7 @@ func opsResizeTo(req uintptr, d byte) uintptr {
 	case modelSmall:
 		return uintptr(d) * (c + 1) / 255
 	case modelLarge:
-		return uintptr(min(max(int(req)+(int(d)-128)*512, bins.MaxSize+1), chunk.MaxLargeSize))
+		return uintptr(min(max(int(req)+(int(d)-128)*512, bins.MaxSize+1), zmm.MaxLargeSize))
 	}
 	return uintptr(min(max(int(req)+(int(d)-128)*16384, opsMinHuge), opsMaxHuge))
 }
@@ -808,7 +811,7 @@ func (r *opsRun) pre(force bool) opsPre {
 	// all free, and go back to it.
 	used := map[uintptr]bool{}
 	for _, b := range r.order {
-		if modelKind(b.class) != modelHuge {
+		if b.kind != modelHuge {
 			if c := b.start &^ (chunk.Size - 1); c != r.main {
 				used[c] = true
 			}
@@ -934,9 +937,9 @@ func (r *opsRun) pageOutcomes(p opsPre, err error, class uintptr, freeOld func(o
 // mapping to the cache (huge), or, on a debug heap, gives the mapping's
 // memory back and keeps it out of the cache (huge: it is quarantined,
 // inaccessible, so that a use after free faults).
-func (r *opsRun) freeEffect(class uintptr) func(opsOutcome) opsOutcome {
+func (r *opsRun) freeEffect(kind int, class uintptr) func(opsOutcome) opsOutcome {
 	return func(o opsOutcome) opsOutcome {
-		switch modelKind(class) {
+		switch kind {
 		case modelLarge:
 			ru := slices.Clone(o.ru)
 			for _, v := range o.ru {
@@ -1030,13 +1033,23 @@ func (r *opsRun) reallocNil(size uintptr) {
 // place checks a block the heap just handed out for req bytes (alignment,
 // BlockSize, no overlap with a live block) and records it.
 func (r *opsRun) place(p unsafe.Pointer, req uintptr, id uint64) *opsBlock {
+	class := r.classOf(req)
+	return r.placeKind(p, req, id, class, modelKind(class))
+}
+
+// placeKind is place for a block of a given class size and kind: a page
+// run that Realloc grew in place past MaxLargeSize stays a page run.
+func (r *opsRun) placeKind(p unsafe.Pointer, req uintptr, id uint64, class uintptr, kind int) *opsBlock {
 	if p == nil {
 		r.failf("nil block for %d bytes", req)
 	}
-	class := r.classOf(req)
-	b := &opsBlock{p: p, start: uintptr(p) - r.hdr, req: req, class: class, id: id}
-	if a := modelAlign(class); b.start%a != 0 {
-		r.failf("%s block %p for %d bytes starts at 0x%x, not %d-byte aligned", modelKindNames[modelKind(class)], p, req, b.start, a)
+	b := &opsBlock{p: p, start: uintptr(p) - r.hdr, req: req, class: class, kind: kind, id: id}
+	a := modelAlign(class)
+	if kind == modelLarge {
+		a = chunk.PageSize
+	}
+	if b.start%a != 0 {
+		r.failf("%s block %p for %d bytes starts at 0x%x, not %d-byte aligned", modelKindNames[kind], p, req, b.start, a)
 	}
 	if bs := r.h.BlockSize(p); bs != r.blockSize(b) {
 		r.failf("BlockSize(%p) = %d for a request of %d bytes, want %d", p, bs, req, r.blockSize(b))
@@ -1066,7 +1079,7 @@ func (r *opsRun) place(p unsafe.Pointer, req uintptr, id uint64) *opsBlock {
 	r.byAddr = slices.Insert(r.byAddr, i, b)
 	r.usage += class
 	if r.hits != nil {
-		switch modelKind(class) {
+		switch kind {
 		case modelSmall:
 			r.hits.bins[modelBin(class)]++
 		case modelLarge:
@@ -1103,7 +1116,7 @@ func (r *opsRun) dropHuge(b *opsBlock) {
 func (r *opsRun) verify(b *opsBlock, what string) {
 	if off := modelCheck(b.p, b.req, b.req, b.id); off != b.req {
 		r.failf("%s: %s block %p (%d bytes) lost its contents at offset %d",
-			what, modelKindNames[modelKind(b.class)], b.p, b.req, off)
+			what, modelKindNames[b.kind], b.p, b.req, off)
 	}
 }
 
@@ -1117,11 +1130,11 @@ func (r *opsRun) freeOp(b *opsBlock) {
 	r.unplace(b)
 	i := slices.Index(r.order, b)
 	r.order = slices.Delete(r.order, i, i+1)
-	outs := []opsOutcome{r.freeEffect(b.class)(opsOutcome{cache: r.cache, ru: []uintptr{ru}})}
-	if modelKind(b.class) == modelHuge {
+	outs := []opsOutcome{r.freeEffect(b.kind, b.class)(opsOutcome{cache: r.cache, ru: []uintptr{ru}})}
+	if b.kind == modelHuge {
 		r.dropHuge(b)
 	}
-	r.settle(outs, modelKind(b.class) == modelHuge)
+	r.settle(outs, b.kind == modelHuge)
 }
 
 // reallocOp runs Realloc(b, size) and checks it: the path it must take
@@ -1133,14 +1146,24 @@ func (r *opsRun) reallocOp(b *opsBlock, size uintptr) {
 	}
 	r.verify(b, "before Realloc")
 	oc, nc := b.class, r.classOf(size)
-	ok, nk := modelKind(oc), modelKind(nc)
+	ok, nk := b.kind, modelKind(nc)
 	r.op = fmt.Sprintf("Realloc %s %d -> %s %d", modelKindNames[ok], b.req, modelKindNames[nk], size)
 	p := r.pre(false)
 	var q unsafe.Pointer
 	err := zmm.Try(func() { q = h.Realloc(b.p, size) })
 	var outs []opsOutcome
 	inPlace, sameSlot := false, false
+	// A page run grows in place past MaxLargeSize, up to the whole chunk,
+	// when the pages after it are free; the model does not follow the
+	// pages, so it takes the heap's word for it when the block stayed.
+	grownRun := !r.debug && ok == modelLarge && nk == modelHuge && size <= chunk.MaxRunSize && err == nil && q == b.p
+	if grownRun {
+		nc, nk = (size+chunk.PageSize-1)&^(chunk.PageSize-1), modelLarge
+	}
 	switch {
+	case grownRun:
+		inPlace = true
+		outs = []opsOutcome{{cache: r.cache, ru: []uintptr{p.ru}}}
 	case !r.debug && ok == modelSmall && nk == modelSmall && oc == nc,
 		!r.debug && ok == modelLarge && nk == modelLarge && nc <= oc:
 		inPlace = true
@@ -1159,11 +1182,11 @@ func (r *opsRun) reallocOp(b *opsBlock, size uintptr) {
 		r.expectHuge(err, plan, r.internal(size), p)
 		o := opsOutcome{cache: plan.cache, ru: []uintptr{plan.ru}}
 		if err == nil {
-			o = r.freeEffect(oc)(o)
+			o = r.freeEffect(ok, oc)(o)
 		}
 		outs = []opsOutcome{o}
 	default:
-		outs = r.pageOutcomes(p, err, nc, r.freeEffect(oc))
+		outs = r.pageOutcomes(p, err, nc, r.freeEffect(ok, oc))
 	}
 	if inPlace && err != nil {
 		r.failf("an in-place Realloc failed: %v", err)
@@ -1180,12 +1203,12 @@ func (r *opsRun) reallocOp(b *opsBlock, size uintptr) {
 		r.failf("Realloc(%p, %d) moved the block to %p; it must stay in place", b.p, size, q)
 	}
 	if r.hits != nil {
-		r.hits.paths[r.path(b, q, oc, nc)]++
+		r.hits.paths[r.path(b, q, ok, nk, oc, nc)]++
 	}
 	// Replace the block in the model, keeping its place in the program's
 	// order and, when the heap keeps it, in the huge table.
 	r.unplace(b)
-	nb := r.place(q, size, b.id)
+	nb := r.placeKind(q, size, b.id, nc, nk)
 	r.order[slices.Index(r.order, b)] = nb
 	switch {
 	case sameSlot:
@@ -1207,8 +1230,10 @@ func (r *opsRun) reallocOp(b *opsBlock, size uintptr) {
 }
 
 // path names the realloc path taken.
-func (r *opsRun) path(b *opsBlock, q unsafe.Pointer, oc, nc uintptr) string {
-	ok, nk := modelKind(oc), modelKind(nc)
+func (r *opsRun) path(b *opsBlock, q unsafe.Pointer, ok, nk int, oc, nc uintptr) string {
+	if ok == modelLarge && nk == modelLarge && nc > zmm.MaxLargeSize && oc <= zmm.MaxLargeSize {
+		return "large grow past MaxLargeSize"
+	}
 	if ok != nk {
 		return modelKindNames[ok] + "->" + modelKindNames[nk]
 	}
@@ -1242,7 +1267,7 @@ func (r *opsRun) afterFailure() {
 	r.op = op + ", then a small block"
 	defer func() { r.op = op }()
 	for _, b := range r.order {
-		if modelKind(b.class) != modelSmall || b.bad != nil {
+		if b.kind != modelSmall || b.bad != nil {
 			continue
 		}
 		r.verify(b, "after a limit failure")
@@ -1313,7 +1338,7 @@ func (r *opsRun) verifyAll(what string) {
 		if bs := r.h.BlockSize(b.p); bs != r.blockSize(b) {
 			r.failf("%s: BlockSize(%p) = %d, want %d", what, b.p, bs, r.blockSize(b))
 		}
-		switch modelKind(b.class) {
+		switch b.kind {
 		case modelSmall:
 			used[modelBin(b.class)]++
 		case modelHuge:

@@ -89,7 +89,9 @@ func opsSeedReallocPaths() *opsProg {
 	p.realloc(0, opsHugeEdge(3))   // small -> huge
 	p.reallocNil(opsSmall(5, 0))   // #4
 	p.resize(0, 200)               // huge grow by 1 MiB
-	p.free(0).free(0).free(0).free(0).free(0)
+	p.alloc(opsLarge(200, 0))      // #5
+	p.realloc(5, opsHugeMiB(1.5))  // large grow past MaxLargeSize (in place)
+	p.free(0).free(0).free(0).free(0).free(0).free(0)
 	return p
 }
 
@@ -122,7 +124,9 @@ func opsSeedLimits() *opsProg {
 	p.alloc(opsSmall(10, 0))         // #0, for the check after a failure
 	p.setLimit(opsLimitNoChunk)      // RealUsage + 2 MiB - 1
 	p.allocRefused(opsHugeMiB(3))    // huge: refused
-	p.allocRefused(opsLargeEdge(10)) // MaxLargeSize needs a chunk: refused
+	p.alloc(opsLargeEdge(10))        // #1: MaxLargeSize, half the main chunk
+	p.allocRefused(opsLargeEdge(10)) // the bin run took a page: needs a chunk
+	p.free(1)                        //
 	p.alloc(opsLarge(8, 0))          // #1 fits in the main chunk
 	p.setLimit(128 + 72)             // RealUsage + 2.25 MiB
 	p.alloc(opsHugeEdge(2))          // #2: 2 MiB fits
@@ -135,40 +139,45 @@ func opsSeedLimits() *opsProg {
 	p.allocRefused(opsHugeEdge(0))   // refused
 	p.alloc(opsSmall(3, 0))          // #2 fits in the main chunk
 	p.setLimit(opsLimitUnlimited)    //
-	p.alloc(opsLargeEdge(10))        // #3: a chunk of its own
-	p.free(3)                        // cached, or unmapped
+	p.alloc(opsLargeEdge(10))        // #3: half the main chunk
+	p.alloc(opsLargeEdge(10))        // #4: a chunk of its own
+	p.free(4)                        // cached, or unmapped
+	p.free(3)                        //
 	p.setLimit(100)                  // below the usage
 	p.realloc(1, opsHugeMiB(2.5))    // large -> huge near the limit
 	p.setLimit(opsLimitNoChunk)      //
 	p.realloc(1, opsHugeMiB(4.5))    // huge grow: refused
-	p.realloc(0, opsLarge(300, 0))   // a page run elsewhere, or refused
+	p.realloc(0, opsLarge(200, 0))   // a page run elsewhere, or refused
 	p.gc()
 	return p
 }
 
 // opsSeedGCEmptyChunk fills the main chunk so that bin runs land in other
 // chunks; freeing their blocks leaves chunks with nothing but free runs,
-// which GC, and the collection the limit triggers, unmap.
+// which GC, and the collection the limit triggers, unmap. The largest page
+// run is 255 pages, so filling a chunk takes two.
 func opsSeedGCEmptyChunk() *opsProg {
 	p := &opsProg{}
-	p.alloc(opsLarge(510, 255))   // #0 fills the main chunk
-	p.alloc(opsSmall(16, 0))      // #1 a bin run in chunk 2
-	p.alloc(opsSmall(16, 0))      // #2
-	p.free(1).free(1)             // chunk 2: a free run only
-	p.gc()                        // unmaps chunk 2
-	p.alloc(opsSmall(16, 0))      // #1 chunk 2 again (5 pages)
-	p.alloc(opsLarge(506, 255))   // #2 fills chunk 2
-	p.alloc(opsSmall(17, 0))      // #3 chunk 3
-	p.free(1).free(2).free(1)     // chunks 2 and 3: free runs only
-	p.setLimit(opsLimitNoChunk)   // no new chunk fits...
-	p.alloc(opsLarge(510, 255))   // ...until the collection unmaps chunks 2 and 3
-	p.alloc(opsSmall(16, 0))      //
-	p.setLimit(opsLimitUnlimited) //
-	p.reset()                     // chunks to the cache
-	p.alloc(opsLarge(510, 255))   //
-	p.alloc(opsLarge(510, 255))   // from the cache
-	p.setLimit(opsLimitLowest)    //
-	p.free(1).free(0)             //
+	p.alloc(opsLarge(255, 255)).alloc(opsLarge(255, 255)) // #0 #1 fill the main chunk
+	p.alloc(opsSmall(16, 0))                              // #2 a bin run in chunk 2
+	p.alloc(opsSmall(16, 0))                              // #3
+	p.free(2).free(2)                                     // chunk 2: a free run only
+	p.gc()                                                // unmaps chunk 2
+	p.alloc(opsSmall(16, 0))                              // #2 chunk 2 again (pages 1-5)
+	p.alloc(opsLarge(250, 255))                           // #3 pages 6-255
+	p.alloc(opsSmall(17, 0))                              // #4 a bin run at pages 256-258
+	p.alloc(opsLarge(253, 255))                           // #5 fills chunk 2
+	p.free(2).free(2).free(2).free(2)                     // free runs only, no gap of 255 pages
+	p.alloc(opsHugeMiB(1.5)).free(2)                      // a cached huge mapping
+	p.setLimit(opsLimitNoChunk)                           // no new chunk fits...
+	p.alloc(opsLarge(255, 255))                           // #2 ...until the collection unmaps chunk 2 and the cache
+	p.alloc(opsSmall(16, 0))                              // #3
+	p.setLimit(opsLimitUnlimited)                         //
+	p.reset()                                             // chunks to the cache
+	p.alloc(opsLarge(255, 255)).alloc(opsLarge(255, 255)) // the main chunk
+	p.alloc(opsLarge(255, 255))                           // from the cache
+	p.setLimit(opsLimitLowest)                            //
+	p.free(2).free(1).free(0)                             //
 	return p
 }
 
@@ -219,7 +228,7 @@ func opsSeedEdges() *opsProg {
 		p.alloc(opsHugeEdge(i))
 		p.free(p.last(0))
 	}
-	p.alloc(opsLarge(64, 255)).alloc(opsLarge(300, 254)).alloc(opsLarge(511, 255))
+	p.alloc(opsLarge(64, 255)).alloc(opsLarge(200, 254)).alloc(opsLarge(255, 255))
 	return p
 }
 
@@ -233,7 +242,7 @@ func TestOpsSizeSelectors(t *testing.T) {
 			}
 		}
 	}
-	for pages := 1; pages <= 511; pages++ {
+	for pages := 1; pages <= opsMaxPages; pages++ {
 		for _, last := range []byte{0, 100, 254, 255} {
 			s := opsLarge(pages, last)
 			got := opsDecodeSize(s[0], s[1], s[2])
@@ -245,7 +254,7 @@ func TestOpsSizeSelectors(t *testing.T) {
 	for _, mib := range []float64{2, 2.5, 3, 5, 7.9} {
 		s := opsHugeMiB(mib)
 		got := opsDecodeSize(s[0], s[1], s[2])
-		if want := uintptr(mib * (1 << 20)); got > want || got+96 <= want {
+		if want := uintptr(mib * (1 << 20)); got > want || got+112 <= want {
 			t.Errorf("opsHugeMiB(%v) decodes to %d", mib, got)
 		}
 	}
@@ -266,6 +275,7 @@ var opsWantPaths = []string{
 	"Realloc(nil)",
 	"small same bin", "small shrink move", "small grow", "small->large", "small->huge",
 	"large shrink", "large same size", "large grow in place", "large grow moved", "large->small", "large->huge",
+	"large grow past MaxLargeSize",
 	"huge shrink", "huge same size", "huge grow", "huge->large", "huge->small",
 }
 

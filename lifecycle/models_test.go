@@ -137,8 +137,8 @@ func TestRequestMemoryIsReleasedAtRequestEndAndChunksAreKept(t *testing.T) {
 	chunks := lifecycle.WithHeapOptions(zmm.WithAllocMode(zmm.ModeChunks)) // whatever ZMM_ALLOC says: chunks are what is kept
 	d, _ := start(t, []lifecycle.Component{comp}, made, chunks, lifecycle.WithDebug(false))
 	require.NoError(t, do(d, "GET /big", func(c *lifecycle.Context) error {
-		for range 3 {
-			c.Alloc(1 << 20) // large runs, more than one chunk holds
+		for range 4 {
+			c.Alloc(1000 << 10) // large runs, more than one chunk holds
 		}
 		for range 1000 {
 			c.Alloc(100)
@@ -158,8 +158,8 @@ func TestRequestMemoryIsReleasedAtRequestEndAndChunksAreKept(t *testing.T) {
 	var realBefore, realDuring uintptr
 	require.NoError(t, do(d, "GET /again", func(c *lifecycle.Context) error {
 		realBefore = c.Heap().RealUsage()
-		c.Alloc(1 << 20)
-		c.Alloc(1 << 20)
+		c.Alloc(1000 << 10)
+		c.Alloc(1000 << 10)
 		realDuring = c.Heap().RealUsage()
 		return nil
 	}))

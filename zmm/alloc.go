@@ -9,8 +9,8 @@ import (
 // Alloc returns a block of at least size bytes (emalloc). Blocks of up to
 // 3072 bytes come from size-class bins and are 8-byte aligned (16-byte
 // for sizes that are multiples of 16); larger blocks are page runs, 4 KiB
-// aligned; blocks above 2 MiB − 4 KiB are huge blocks of their own
-// mapping, 2 MiB aligned. Alloc(0) returns a valid minimal block. The
+// aligned; blocks above MaxLargeSize (1020 KiB) are huge blocks of their
+// own mapping, 2 MiB aligned. Alloc(0) returns a valid minimal block. The
 // contents are not zeroed. It panics with a *Error when the memory limit
 // would be exceeded or the OS has no memory.
 //

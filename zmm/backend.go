@@ -23,6 +23,8 @@ func (s *heapState) alloc(size uintptr, op string) unsafe.Pointer {
 }
 
 // allocBig serves sizes above the small bins: a page run, or a huge block.
+// A new block above MaxLargeSize is always huge: as a run it could take a
+// chunk of its own and leave it half empty (see MaxLargeSize).
 func (s *heapState) allocBig(size uintptr, op string) unsafe.Pointer {
 	if kindOf(size) == kindLarge {
 		return s.allocLarge(size, op)
@@ -63,7 +65,11 @@ func (s *heapState) realloc(addr, size uintptr) unsafe.Pointer {
 			return ptr(addr)
 		}
 	case kindLarge:
-		if kindOf(size) == kindLarge && s.resizeLarge(b, size) {
+		// A page run grows in place past MaxLargeSize when the pages after
+		// it are free: that takes no memory another run could use, and
+		// saves the copy to a huge block. Only a new block of that size is
+		// huge (see MaxLargeSize).
+		if size > bins.MaxSize && size <= chunk.MaxRunSize && s.resizeLarge(b, size) {
 			return ptr(addr)
 		}
 	case kindHuge:

@@ -12,10 +12,20 @@ import (
 // counts). In debug mode the size classified is the internal one: the
 // request plus the debug record and tail guard.
 //
-//	kind   sizes                                 class size
-//	small  0 .. bins.MaxSize (3072)               the bin's size (16 at least)
-//	large  .. chunk.MaxLargeSize (2 MiB - 4 KiB)  whole 4 KiB pages
-//	huge   above                                 rounded up to the OS page
+//	kind   sizes                           class size
+//	small  0 .. bins.MaxSize (3072)         the bin's size (16 at least)
+//	large  .. MaxLargeSize (1020 KiB)       whole 4 KiB pages
+//	huge   above                           rounded up to the OS page
+
+// MaxLargeSize is the largest request served by a run of pages inside a
+// chunk: 255 pages, half of a chunk's 511. Anything larger is a huge block,
+// a mapping of its own rounded to the OS page. The Zend MM serves runs up to
+// the whole chunk (2 MiB - 4 KiB), so that a run of 256 pages or more leaves
+// no room for another of its size: a heap of 1 MiB blocks is half empty
+// (php-src #13599), and a 64 MiB limit holds 31 of them. With runs of at most
+// half a chunk, two of the largest share a chunk, and a 1 MiB block takes 1
+// MiB of mapping: the same limit holds 62.
+const MaxLargeSize = (chunk.Pages - chunk.FirstPage) / 2 * chunk.PageSize
 
 // blockKind is the kind of a block.
 type blockKind uint8
@@ -47,7 +57,7 @@ func kindOf(size uintptr) blockKind {
 	switch {
 	case isSmall(size):
 		return kindSmall
-	case size <= chunk.MaxLargeSize:
+	case size <= MaxLargeSize:
 		return kindLarge
 	}
 	return kindHuge

@@ -121,10 +121,10 @@ func TestWalksNameTheirOperation(t *testing.T) {
 
 func TestGCReportsABrokenChunkRingBeforeChangingAnything(t *testing.T) {
 	h := newHeap(t, layout()...)
-	// Three chunks: a large block fills most of each.
+	// Three chunks: large blocks fill most of each.
 	var blocks []unsafe.Pointer
 	for range 3 {
-		blocks = append(blocks, h.Alloc(chunk.MaxLargeSize-chunk.PageSize))
+		blocks = append(blocks, fillChunk(h)...)
 	}
 	// A run of the 64-byte bin whose slots are all free: GC's work.
 	run := make([]unsafe.Pointer, bins.Elements[bins.Bin(64)])

@@ -103,7 +103,7 @@ func dbgClass(n uintptr) uintptr {
 	switch {
 	case n <= bins.MaxSize:
 		return uintptr(bins.Size[bins.SizeToBin(max(n, 16))])
-	case n <= chunk.MaxLargeSize:
+	case n <= zmm.MaxLargeSize:
 		return (n + chunk.PageSize - 1) &^ (chunk.PageSize - 1)
 	}
 	return dbgRoundHuge(n)
@@ -111,7 +111,7 @@ func dbgClass(n uintptr) uintptr {
 
 // dbgDebugClass is what a debug block of n requested bytes counts in Usage.
 func dbgDebugClass(n uintptr) uintptr {
-	if n+debugheader.Overhead > chunk.MaxLargeSize {
+	if n+debugheader.Overhead > zmm.MaxLargeSize {
 		return dbgRoundHuge(n + debugheader.Overhead)
 	}
 	return dbgClass(n + debugheader.Overhead)
@@ -947,7 +947,7 @@ func TestEnvZMMAlloc(t *testing.T) {
 
 func TestDebugStatistics(t *testing.T) {
 	h, _ := dbgNew(t)
-	sizes := []uintptr{0, 1, 100, 3032, 3033, 5000, chunk.MaxLargeSize - 40, chunk.MaxLargeSize - 39, dbgHuge}
+	sizes := []uintptr{0, 1, 100, 3032, 3033, 5000, zmm.MaxLargeSize - 40, zmm.MaxLargeSize - 39, dbgHuge}
 	var ps []unsafe.Pointer
 	var usage, peak uintptr
 	for _, n := range sizes {
@@ -1019,7 +1019,7 @@ func TestSystemModeStatisticsMatchChunkMode(t *testing.T) {
 		t.Run(mode.String(), func(t *testing.T) {
 			sys, _ := dbgNew(t, zmm.WithDebug(false), zmm.WithAllocMode(mode))
 			ref, _ := dbgNew(t, zmm.WithDebug(false), zmm.WithAllocMode(zmm.ModeChunks))
-			sizes := []uintptr{0, 1, 16, 17, 100, 3072, 3073, 5000, chunk.MaxLargeSize, chunk.MaxLargeSize + 1, dbgHuge}
+			sizes := []uintptr{0, 1, 16, 17, 100, 3072, 3073, 5000, zmm.MaxLargeSize, zmm.MaxLargeSize + 1, dbgHuge}
 			var sp, rp []unsafe.Pointer
 			for _, n := range sizes {
 				sp, rp = append(sp, sys.Alloc(n)), append(rp, ref.Alloc(n))

@@ -5,8 +5,8 @@
 // Memory comes from the OS in 2 MiB chunks aligned to 2 MiB and cut into
 // 4 KiB pages. Requests of up to 3072 bytes are served from 30 size-class
 // bins (runs of pages with a free list per class); larger requests get runs
-// of whole pages inside a chunk; requests above 2 MiB − 4 KiB get a huge
-// block, a mapping of their own. See DESIGN.md for the layout. A heap made
+// of whole pages inside a chunk; requests above MaxLargeSize (1020 KiB) get
+// a huge block, a mapping of their own. See DESIGN.md for the layout. A heap made
 // WithStorage takes its chunks from a storage.Storage instead (the Zend
 // MM's zend_mm_storage): a fixed region, or shared memory other processes
 // map.

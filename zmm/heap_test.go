@@ -109,6 +109,13 @@ func stillOurs(t testing.TB, addr uintptr, marker uint64) bool {
 	return *(*uint64)(unsafe.Pointer(&b)) == marker
 }
 
+// fillChunk fills the rest of the chunk it lands in with two large blocks of
+// 255 pages (the largest run), leaving one page free: a test that calls it
+// on a heap whose chunks are all full gets a chunk of its own.
+func fillChunk(h *zmm.Heap) []unsafe.Pointer {
+	return []unsafe.Pointer{h.Alloc(zmm.MaxLargeSize), h.Alloc(zmm.MaxLargeSize)}
+}
+
 func TestEveryBinSizeAndNext(t *testing.T) {
 	h := newHeap(t, layout()...)
 	for b := 1; b < bins.NumBins; b++ {
@@ -147,19 +154,89 @@ func TestClassBoundaries(t *testing.T) {
 	assert.Equal(t, uintptr(chunk.PageSize), h.BlockSize(large))
 	assert.Zero(t, uintptr(large)%chunk.PageSize, "large blocks are page-aligned")
 
-	maxLarge := h.Alloc(chunk.MaxLargeSize)
-	assert.Equal(t, uintptr(chunk.MaxLargeSize), h.BlockSize(maxLarge))
+	maxLarge := h.Alloc(zmm.MaxLargeSize)
+	assert.Equal(t, uintptr(zmm.MaxLargeSize), h.BlockSize(maxLarge))
 	assert.Zero(t, uintptr(maxLarge)%chunk.PageSize)
 	assert.NotZero(t, uintptr(maxLarge)%chunk.Size, "a large block is never at a chunk's start")
 
-	huge := h.Alloc(chunk.MaxLargeSize + 1)
-	assert.Equal(t, hugeSize(chunk.MaxLargeSize+1), h.BlockSize(huge))
+	huge := h.Alloc(zmm.MaxLargeSize + 1)
+	assert.Equal(t, hugeSize(zmm.MaxLargeSize+1), h.BlockSize(huge))
 	assert.Zero(t, uintptr(huge)%chunk.Size, "huge blocks are chunk-aligned")
 
 	for _, p := range []unsafe.Pointer{small, large, maxLarge, huge} {
 		h.Free(p)
 	}
 	assert.Zero(t, h.Usage())
+}
+
+// Blocks of 1 MiB use the memory they take: a run of pages is half a chunk
+// at most, so a 1 MiB block is a mapping of its own, and a 64 MiB limit
+// holds 62 of them next to the main chunk. With runs up to the whole chunk
+// (the Zend MM) each took a chunk, and the limit held 31 (php-src #13599).
+func TestOneMiBBlocksUseTheirMemory(t *testing.T) {
+	h := newHeap(t, layout(zmm.WithLimit(64<<20))...)
+	n := 0
+	for zmm.Try(func() { h.Alloc(1 << 20) }) == nil {
+		n++
+	}
+	assert.Equal(t, 62, n, "1 MiB blocks under a 64 MiB limit")
+	assert.Equal(t, 62, h.Stats().HugeBlocks)
+
+	// Two runs of MaxLargeSize share a chunk.
+	h2 := newHeap(t, layout()...)
+	a, b := h2.Alloc(zmm.MaxLargeSize), h2.Alloc(zmm.MaxLargeSize)
+	c := h2.Alloc(zmm.MaxLargeSize)
+	d := h2.Alloc(zmm.MaxLargeSize)
+	chunkOf := func(p unsafe.Pointer) uintptr { return uintptr(p) &^ (chunk.Size - 1) }
+	assert.Equal(t, chunkOf(c), chunkOf(d), "two of the largest runs share a chunk")
+	assert.Equal(t, 2, h2.Stats().Chunks, "four of the largest runs take two chunks")
+	for _, p := range []unsafe.Pointer{a, b, c, d} {
+		h2.Free(p)
+	}
+}
+
+// A page run that grows past MaxLargeSize stays where it is when the pages
+// after it are free: growing takes no memory another run could use, and
+// saves the copy to a huge block. A new block of that size is huge.
+func TestRunGrowsInPlacePastMaxLargeSize(t *testing.T) {
+	h := newHeap(t, layout()...)
+	p := h.Alloc(200 * chunk.PageSize)
+	fill(p, 200*chunk.PageSize, 7)
+	q := h.Realloc(p, 3<<19) // 1.5 MiB: 384 pages
+	require.Equal(t, p, q, "the run grows in place")
+	assert.Equal(t, uintptr(384*chunk.PageSize), h.BlockSize(q))
+	assert.Equal(t, uintptr(384*chunk.PageSize), h.Usage())
+	assert.Zero(t, h.Stats().HugeBlocks)
+	s := zmm.Bytes(q, 200*chunk.PageSize)
+	for i := range s {
+		if s[i] != 7+byte(i) {
+			t.Fatalf("byte %d changed", i)
+		}
+	}
+	// Up to the whole chunk, and back down.
+	q = h.Realloc(q, chunk.MaxRunSize-chunk.PageSize)
+	assert.Equal(t, p, q)
+	q = h.Realloc(q, 100*chunk.PageSize)
+	assert.Equal(t, p, q, "a run shrinks in place")
+	assert.Equal(t, uintptr(100*chunk.PageSize), h.BlockSize(q))
+
+	fresh := h.Alloc(3 << 19)
+	assert.Zero(t, uintptr(fresh)%chunk.Size, "a new block past MaxLargeSize is huge")
+	assert.Equal(t, 1, h.Stats().HugeBlocks)
+
+	// Blocked by a block after it: moved to a huge block.
+	r := h.Alloc(300 * chunk.PageSize)
+	assert.Zero(t, uintptr(r)%chunk.Size, "300 pages are huge")
+	h.Free(r)
+	small := h.Alloc(100 * chunk.PageSize) // right after q
+	q2 := h.Realloc(q, 3<<19)
+	assert.NotEqual(t, q, q2, "no room after the run: it moves")
+	assert.Zero(t, uintptr(q2)%chunk.Size)
+	h.Free(q2)
+	h.Free(small)
+	h.Free(fresh)
+	assert.Zero(t, h.Usage())
+	assert.NoError(t, h.Check())
 }
 
 func TestExactStatistics(t *testing.T) {
@@ -307,7 +384,7 @@ func TestReallocLargeInPlace(t *testing.T) {
 
 func TestReallocAcrossKindsKeepsContents(t *testing.T) {
 	h := newHeap(t)
-	sizes := []uintptr{16, 3072, 3073, 100_000, chunk.MaxLargeSize, chunk.MaxLargeSize + 1, 6 << 20, 20 << 20, 5 << 20, 1 << 20, 2000, 8}
+	sizes := []uintptr{16, 3072, 3073, 100_000, zmm.MaxLargeSize, zmm.MaxLargeSize + 1, 6 << 20, 20 << 20, 5 << 20, 1 << 20, 2000, 8}
 	p := h.Alloc(sizes[0])
 	fill(p, sizes[0], 3)
 	prev := sizes[0]
@@ -537,7 +614,7 @@ func TestResetCachePolicyFollowsTheZendMM(t *testing.T) {
 	// A request that peaks at 5 chunks: avg = (1+5)/2 = 3, so Reset keeps
 	// cached chunks while cached+0.9 <= 3: two of them.
 	for range 5 { // one fills the main chunk, each other one a chunk of its own
-		h.Alloc(chunk.MaxLargeSize)
+		fillChunk(h)
 	}
 	require.Equal(t, 5, h.Stats().Chunks)
 	h.Reset()
@@ -549,7 +626,7 @@ func TestCloseUnmapsEverything(t *testing.T) {
 	h, err := zmm.New()
 	require.NoError(t, err)
 	small := h.Alloc(100)
-	large := h.Alloc(chunk.MaxLargeSize)
+	large := h.Alloc(zmm.MaxLargeSize)
 	huge := h.Alloc(10 << 20)
 	h.Free(h.Alloc(3 << 20))          // cached huge
 	const marker = 0x5a4d4d5f434c4f53 // "ZMM_CLOS"
@@ -663,7 +740,8 @@ func TestBadPointersAreReportedInEveryChunk(t *testing.T) {
 	chunkOf := func(p unsafe.Pointer) uintptr { return uintptr(p) &^ (chunk.Size - 1) }
 	var larges, smalls, fillers []unsafe.Pointer
 	for range chunks {
-		large := h.Alloc((chunk.Pages - 2) * chunk.PageSize) // leaves one page of its chunk free
+		fill := fillChunk(h) // leaves one page of its chunk free
+		large := fill[0]
 		for tries := 0; ; tries++ {
 			require.Less(t, tries, 200, "a 48-byte run should start in the newest chunk")
 			p := h.Alloc(size)
@@ -673,7 +751,7 @@ func TestBadPointersAreReportedInEveryChunk(t *testing.T) {
 			}
 			fillers = append(fillers, p) // the rest of the previous chunk's run
 		}
-		larges = append(larges, large)
+		larges = append(larges, fill...)
 	}
 	for _, p := range fillers {
 		h.Free(p)
@@ -713,7 +791,8 @@ func TestBadPointersAreReportedInEveryChunk(t *testing.T) {
 	// last one holds its large block and a run of one freed slot, which GC
 	// gives back. A pointer into it is no longer a block.
 	last := smalls[chunks-1]
-	h.Free(larges[chunks-1])
+	h.Free(larges[2*chunks-2])
+	h.Free(larges[2*chunks-1])
 	h.GC()
 	require.Equal(t, chunks-1, h.Stats().Chunks)
 	assert.ErrorIs(t, catch(t, func() { h.Free(last) }), zmm.ErrInvalidPointer, "a block of a released chunk")

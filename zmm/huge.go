@@ -8,7 +8,7 @@ import (
 )
 
 // Huge blocks are mappings of their own, 2 MiB aligned, rounded up to the
-// OS page (above chunk.MaxLargeSize). Their start is at offset 0 of a 2 MiB
+// OS page (above MaxLargeSize). Their start is at offset 0 of a 2 MiB
 // frame, which no small or large block can be (page 0 is the header). The
 // table that finds them is hugetable.go, their cache hugecache.go.
 

@@ -7,7 +7,7 @@ import (
 )
 
 // Large blocks: runs of whole pages inside a chunk, from 3073 bytes to
-// chunk.MaxLargeSize. Only a run's first page carries a map entry, so a run
+// MaxLargeSize (1020 KiB). Only a run's first page carries a map entry, so a run
 // costs one map write whatever its length.
 
 // allocLarge takes a run of whole pages inside a chunk (zend_mm_alloc_large).

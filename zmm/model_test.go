@@ -33,7 +33,7 @@ const (
 	// modelMinSlot is the smallest block: sizes below it get it.
 	modelMinSlot = 16
 	// modelMinHugeReq is the smallest request served by a huge block.
-	modelMinHugeReq = chunk.MaxLargeSize + 1
+	modelMinHugeReq = zmm.MaxLargeSize + 1
 	// modelMaxHuge is the largest request the random test makes.
 	modelMaxHuge = 8 << 20
 	// modelMul spreads a word index over the pattern words of a block.
@@ -52,7 +52,7 @@ func modelClass(req uintptr) uintptr {
 			}
 		}
 		panic("unreachable")
-	case req <= chunk.MaxLargeSize:
+	case req <= zmm.MaxLargeSize:
 		return (req + chunk.PageSize - 1) &^ (chunk.PageSize - 1)
 	}
 	ps := chunk.OSPageSize()
@@ -64,7 +64,7 @@ func modelKind(class uintptr) string {
 	switch {
 	case class <= bins.MaxSize:
 		return "small"
-	case class <= chunk.MaxLargeSize:
+	case class <= zmm.MaxLargeSize:
 		return "large"
 	}
 	return "huge"
@@ -80,7 +80,7 @@ func modelAlign(class uintptr) uintptr {
 			return 16
 		}
 		return 8
-	case class <= chunk.MaxLargeSize:
+	case class <= zmm.MaxLargeSize:
 		return chunk.PageSize
 	}
 	return chunk.Size
@@ -182,6 +182,7 @@ type modelBlock struct {
 	req   uintptr // the size asked for
 	class uintptr // its class size (BlockSize)
 	id    uint64  // its fill pattern
+	kind  string  // modelKind(class), or "large" for a page run grown past MaxLargeSize
 }
 
 func (b modelBlock) addr() uintptr { return uintptr(b.p) }
@@ -247,15 +248,26 @@ func (m *modelRun) add(p unsafe.Pointer, req uintptr) modelBlock {
 
 // addID is add for a block that keeps the pattern of id.
 func (m *modelRun) addID(p unsafe.Pointer, req uintptr, id uint64) modelBlock {
+	class := modelClass(req)
+	return m.addKind(p, req, id, class, modelKind(class))
+}
+
+// addKind is addID for a block of a given class size and kind: a page run
+// that Realloc grew in place past MaxLargeSize stays a page run, of whole
+// 4 KiB pages.
+func (m *modelRun) addKind(p unsafe.Pointer, req uintptr, id uint64, class uintptr, kind string) modelBlock {
 	if p == nil {
 		m.failf("nil block for %d bytes", req)
 	}
-	class := modelClass(req)
 	if bs := m.h.BlockSize(p); bs != class {
-		m.failf("BlockSize(%p) = %d for a request of %d bytes, want the %s class size %d", p, bs, req, modelKind(class), class)
+		m.failf("BlockSize(%p) = %d for a request of %d bytes, want the %s class size %d", p, bs, req, kind, class)
 	}
-	if a := modelAlign(class); uintptr(p)%a != 0 {
-		m.failf("%s block %p of %d bytes is not %d-byte aligned", modelKind(class), p, req, a)
+	align := modelAlign(class)
+	if kind == "large" {
+		align = chunk.PageSize
+	}
+	if uintptr(p)%align != 0 {
+		m.failf("%s block %p of %d bytes is not %d-byte aligned", kind, p, req, align)
 	}
 	i, found := m.find(uintptr(p))
 	if found {
@@ -271,10 +283,10 @@ func (m *modelRun) addID(p unsafe.Pointer, req uintptr, id uint64) modelBlock {
 			m.failf("block [%p, +%d) for %d bytes overlaps the live block [%p, +%d)", p, class, req, next.p, next.class)
 		}
 	}
-	b := modelBlock{p: p, req: req, class: class, id: id}
+	b := modelBlock{p: p, req: req, class: class, id: id, kind: kind}
 	m.live = slices.Insert(m.live, i, b)
 	m.usage += class
-	switch modelKind(class) {
+	switch kind {
 	case "large":
 		m.largeBytes += class
 	case "huge":
@@ -288,7 +300,7 @@ func (m *modelRun) remove(i int) modelBlock {
 	b := m.live[i]
 	m.live = slices.Delete(m.live, i, i+1)
 	m.usage -= b.class
-	switch modelKind(b.class) {
+	switch b.kind {
 	case "large":
 		m.largeBytes -= b.class
 	case "huge":
@@ -300,7 +312,7 @@ func (m *modelRun) remove(i int) modelBlock {
 // checkBlock checks that a live block still holds its pattern.
 func (m *modelRun) checkBlock(b modelBlock, what string) {
 	if off := modelCheck(b.p, b.req, b.id); off != b.req {
-		m.failf("%s: %s block %p (%d bytes, id %d) lost its contents at offset %d", what, modelKind(b.class), b.p, b.req, b.id, off)
+		m.failf("%s: %s block %p (%d bytes, id %d) lost its contents at offset %d", what, b.kind, b.p, b.req, b.id, off)
 	}
 }
 
@@ -337,7 +349,7 @@ func (m *modelRun) verifyAll(what string) {
 			m.failf("%s: BlockSize(%p) = %d, want %d (request %d)", what, b.p, bs, b.class, b.req)
 		}
 		m.checkBlock(b, what)
-		switch modelKind(b.class) {
+		switch b.kind {
 		case "small":
 			used[slices.Index(modelBinSizes[:], b.class)]++
 		case "huge":
@@ -362,12 +374,13 @@ func (m *modelRun) verifyAll(what string) {
 var modelLargeEdges = [...]uintptr{
 	bins.MaxSize + 1, chunk.PageSize - 1, chunk.PageSize, chunk.PageSize + 1,
 	2*chunk.PageSize - 1, 2 * chunk.PageSize, 2*chunk.PageSize + 1,
-	chunk.MaxLargeSize - chunk.PageSize, chunk.MaxLargeSize - chunk.PageSize + 1,
-	chunk.MaxLargeSize - 1, chunk.MaxLargeSize,
+	zmm.MaxLargeSize - chunk.PageSize, zmm.MaxLargeSize - chunk.PageSize + 1,
+	zmm.MaxLargeSize - 1, zmm.MaxLargeSize,
 }
 
 var modelHugeEdges = [...]uintptr{
-	chunk.MaxLargeSize + 1, chunk.Size - 1, chunk.Size, chunk.Size + 1,
+	zmm.MaxLargeSize + 1, zmm.MaxLargeSize + chunk.PageSize, 1 << 20,
+	chunk.Size - chunk.PageSize, chunk.Size - 1, chunk.Size, chunk.Size + 1,
 	2*chunk.Size - 1, 2 * chunk.Size, 2*chunk.Size + 1, 4 * chunk.Size,
 }
 
@@ -395,8 +408,9 @@ func (m *modelRun) largeSize() uintptr {
 	if r.IntN(8) == 0 {
 		return modelLargeEdges[r.IntN(len(modelLargeEdges))]
 	}
-	pages := uintptr(math.Exp(r.Float64() * math.Log(chunk.Pages-chunk.FirstPage)))
-	pages = min(max(pages, 1), chunk.Pages-chunk.FirstPage)
+	const maxPages = zmm.MaxLargeSize / chunk.PageSize
+	pages := uintptr(math.Exp(r.Float64() * math.Log(maxPages)))
+	pages = min(max(pages, 1), maxPages)
 	return max((pages-1)*chunk.PageSize+1+uintptr(r.IntN(chunk.PageSize)), bins.MaxSize+1)
 }
 
@@ -430,12 +444,19 @@ func (m *modelRun) reallocSize(b modelBlock) uintptr {
 	r := m.r
 	if r.IntN(4) == 0 {
 		clamp := func(v, lo, hi int) uintptr { return uintptr(min(max(v, lo), hi)) }
-		switch modelKind(b.class) {
+		switch b.kind {
 		case "small":
 			return uintptr(r.IntN(int(b.class) + 2))
 		case "large":
+			// Sometimes past MaxLargeSize: a run grows in place up to the
+			// whole chunk when the pages after it are free.
 			d := chunk.PageSize*(r.IntN(7)-3) + r.IntN(chunk.PageSize) - chunk.PageSize/2
-			return clamp(int(b.req)+d, bins.MaxSize+1, chunk.MaxLargeSize)
+			hi := zmm.MaxLargeSize
+			if r.IntN(3) == 0 {
+				d += chunk.PageSize * r.IntN(256)
+				hi = chunk.MaxRunSize
+			}
+			return clamp(int(b.req)+d, bins.MaxSize+1, hi)
 		default:
 			ps := int(chunk.OSPageSize())
 			d := ps*(r.IntN(9)-4) + r.IntN(ps) - ps/2
@@ -552,7 +573,12 @@ func (m *modelRun) runStep() {
 		m.remove(i)
 		// The pattern depends on the offset only: the kept prefix still
 		// holds the old block's, and the rest gets the same.
-		m.addID(q, size, old.id)
+		if q == old.p && old.kind == "large" && size > zmm.MaxLargeSize && size <= chunk.MaxRunSize {
+			m.ops["Realloc large in place past MaxLargeSize"]++
+			m.addKind(q, size, old.id, (size+chunk.PageSize-1)&^(chunk.PageSize-1), "large")
+		} else {
+			m.addID(q, size, old.id)
+		}
 		keep := min(old.req, size)
 		if off := modelCheck(q, keep, old.id); off != keep {
 			m.failf("Realloc(%p, %d) -> %p lost the contents at offset %d of %d kept bytes", old.p, size, q, off, keep)
@@ -703,10 +729,12 @@ func TestRandomAgainstModel(t *testing.T) {
 // chunk or a huge block is mapped. Before it fails, the heap collects
 // (gc(false)): cached chunks and cached huge mappings are unmapped, and so
 // are chunks that hold only free bin runs. The test keeps every small
-// block in the main chunk and every other chunk holding one large block of
-// MaxLargeSize (a "filler"), so no live chunk other than the main one can
-// be emptied by a collection; what a collection gives back is then exactly
-// the cached chunks and the cached huge mappings that Stats reports.
+// block in the main chunk, together with one large block of MaxLargeSize
+// that leaves no room there for another, and every other chunk holding two
+// large blocks of MaxLargeSize (a "filler" pair, allocated and freed
+// together), so no live chunk other than the main one can be emptied by a
+// collection; what a collection gives back is then exactly the cached
+// chunks and the cached huge mappings that Stats reports.
 
 // The huge-mapping cache of huge.go: 4 mappings, 64 MiB at most, oldest
 // evicted first. The model below follows it and is checked against Stats.
@@ -904,8 +932,8 @@ func (m *modelLimitRun) freeHuge(i int) {
 	m.check()
 }
 
-// allocFiller takes a block of MaxLargeSize: a chunk of its own, cached or
-// newly mapped.
+// allocFiller takes two blocks of MaxLargeSize: the first needs a chunk of
+// its own, cached or newly mapped; the second fits in the rest of it.
 func (m *modelLimitRun) allocFiller() {
 	m.t.Helper()
 	m.op = "Alloc filler"
@@ -927,13 +955,19 @@ func (m *modelLimitRun) allocFiller() {
 		}
 	}
 	var p unsafe.Pointer
-	err := zmm.Try(func() { p = m.h.Alloc(chunk.MaxLargeSize) })
+	err := zmm.Try(func() { p = m.h.Alloc(zmm.MaxLargeSize) })
 	m.expectLimit(err, wantOK, gcRan, m.op)
 	if err == nil {
-		m.fillers = append(m.fillers, m.newBlock(p, chunk.MaxLargeSize))
+		first := m.newBlock(p, zmm.MaxLargeSize)
 		if uintptr(p)&(chunk.Size-1) != chunk.PageSize {
 			m.failf("the filler %p is not the first page of a chunk", p)
 		}
+		m.op = "Alloc filler partner"
+		q := m.h.Alloc(zmm.MaxLargeSize) // no new chunk, so no limit check
+		if uintptr(q)&^(chunk.Size-1) != uintptr(p)&^(chunk.Size-1) {
+			m.failf("the filler partner %p is not in the chunk of %p", q, p)
+		}
+		m.fillers = append(m.fillers, first, m.newBlock(q, zmm.MaxLargeSize))
 	}
 	m.check()
 	if err != nil {
@@ -941,16 +975,17 @@ func (m *modelLimitRun) allocFiller() {
 	}
 }
 
-// freeFiller frees a filler; its chunk is cached or unmapped by the Zend
-// MM's policy, which the model reads back from Stats.
+// freeFiller frees filler pair i; the chunk is cached or unmapped by the
+// Zend MM's policy, which the model reads back from Stats.
 func (m *modelLimitRun) freeFiller(i int) {
 	m.t.Helper()
 	m.op = "Free filler"
 	ru, _, cachedBefore := m.state()
-	b := m.fillers[i]
-	m.fillers = slices.Delete(m.fillers, i, i+1)
-	m.h.Free(b.p)
-	m.usage -= b.class
+	for _, b := range m.fillers[2*i : 2*i+2] {
+		m.h.Free(b.p)
+		m.usage -= b.class
+	}
+	m.fillers = slices.Delete(m.fillers, 2*i, 2*i+2)
 	cachedAfter := m.h.Stats().CachedChunks
 	m.ru = m.h.RealUsage()
 	switch {
@@ -1094,6 +1129,11 @@ func (m *modelLimitRun) run(steps int) {
 		size := modelMinSlot + uintptr(r.IntN(bins.MaxSize-modelMinSlot+1))
 		m.smalls = append(m.smalls, m.newBlock(h.Alloc(size), size))
 	}
+	// A block of MaxLargeSize leaves fewer than MaxLargeSize/PageSize free
+	// pages in the main chunk, so every filler needs a chunk of its own. It
+	// stays for the whole run, and the 32 small blocks at most never need
+	// more bin runs than the rest holds.
+	m.smalls = append(m.smalls, m.newBlock(h.Alloc(zmm.MaxLargeSize), zmm.MaxLargeSize))
 	m.check()
 	for m.step = 0; m.step < steps; m.step++ {
 		ru, droppable, _ := m.state()
@@ -1111,7 +1151,7 @@ func (m *modelLimitRun) run(steps int) {
 		case x < 42:
 			m.allocFiller()
 		case x < 52 && len(m.fillers) > 0:
-			m.freeFiller(r.IntN(len(m.fillers)))
+			m.freeFiller(r.IntN(len(m.fillers) / 2))
 		case x < 67 && len(m.huges) > 0:
 			m.freeHuge(r.IntN(len(m.huges)))
 		case x < 75:

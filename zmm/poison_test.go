@@ -50,11 +50,29 @@ func TestDebugWriteAfterFreeIntoAPageRunIsCaught(t *testing.T) {
 	h.Free(q)
 }
 
+// takeDebugPages allocates debug blocks that take n pages in all, in runs
+// of at most the largest run, and returns them.
+func takeDebugPages(h *zmm.Heap, n uintptr) []unsafe.Pointer {
+	var ps []unsafe.Pointer
+	for n > 0 {
+		k := min(n, zmm.MaxLargeSize/chunk.PageSize)
+		ps = append(ps, h.Alloc(k*chunk.PageSize-debugheader.Overhead))
+		n -= k
+	}
+	return ps
+}
+
+func freeAll(h *zmm.Heap, ps []unsafe.Pointer) {
+	for _, p := range ps {
+		h.Free(p)
+	}
+}
+
 func TestDebugFreedRunIsCheckedWhenABinRunReusesIt(t *testing.T) {
 	h, _ := dbgNew(t)
-	// Fill the main chunk with one big run, so that the only free pages
-	// are the ones freed below.
-	big := h.Alloc(chunk.MaxLargeSize - 64*chunk.PageSize)
+	// Fill the main chunk with big runs, so that the only free pages are
+	// the ones freed below.
+	big := takeDebugPages(h, chunk.Pages-1-64)
 	p := h.Alloc(60 * chunk.PageSize)
 	rest := h.Alloc(3*chunk.PageSize - 2*debugheader.Overhead) // the last free pages
 	h.Free(p)
@@ -68,13 +86,13 @@ func TestDebugFreedRunIsCheckedWhenABinRunReusesIt(t *testing.T) {
 	})
 	assert.ErrorIs(t, e, zmm.ErrCorrupted)
 	assert.Contains(t, e.Msg, fmt.Sprintf("byte %d of it was written after it was freed", 30*chunk.PageSize))
-	h.Free(big)
+	freeAll(h, big)
 	h.Free(rest)
 }
 
 func TestDebugFreedRunSplitStaysChecked(t *testing.T) {
 	h, _ := dbgNew(t)
-	big := h.Alloc(chunk.MaxLargeSize - 64*chunk.PageSize)
+	big := takeDebugPages(h, chunk.Pages-1-64)
 	p := h.Alloc(60 * chunk.PageSize)
 	h.Free(p)
 	q := h.Alloc(2 * chunk.PageSize) // best fit: the start of the freed run
@@ -87,7 +105,7 @@ func TestDebugFreedRunSplitStaysChecked(t *testing.T) {
 	*dbgByte(p, 40*chunk.PageSize) = debugheader.FreeFill
 	assert.NoError(t, h.Check())
 	h.Free(q)
-	h.Free(big)
+	freeAll(h, big)
 }
 
 func TestDebugFreedRunsDoNotOutliveTheirPages(t *testing.T) {
@@ -102,14 +120,14 @@ func TestDebugFreedRunsDoNotOutliveTheirPages(t *testing.T) {
 	h.Free(h.Alloc(40 * chunk.PageSize))
 
 	// A chunk that is cached and taken again starts clean.
-	fill := h.Alloc(chunk.MaxLargeSize - 64*chunk.PageSize)
+	fill := takeDebugPages(h, chunk.Pages-1-64)
 	q := h.Alloc(100 * chunk.PageSize) // a second chunk
 	h.Free(q)                          // the chunk empties: cached or unmapped
 	*dbgByte(q, 10) = 0                // (not a write after free we can see: the chunk left)
 	r := h.Alloc(100 * chunk.PageSize)
 	assert.NoError(t, h.Check())
 	h.Free(r)
-	h.Free(fill)
+	freeAll(h, fill)
 	h.Free(keep)
 
 	// Reset forgets them too.

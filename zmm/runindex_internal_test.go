@@ -82,7 +82,7 @@ func TestRunIndexIsGlobalBestFit(t *testing.T) {
 		// Before each allocation: what the index finds is the naive best.
 		n := uint32(1 + rng.IntN(80))
 		if rng.IntN(10) == 0 {
-			n = uint32(100 + rng.IntN(300))
+			n = uint32(100 + rng.IntN(MaxLargeSize/chunk.PageSize-99))
 		}
 		if !s.runs.on {
 			// A heap of a few chunks places runs as the Zend MM does.
@@ -113,7 +113,7 @@ func TestRunIndexIsGlobalBestFit(t *testing.T) {
 			live = append(live[:i], live[i+1:]...)
 		case op < 9:
 			i := rng.IntN(len(live))
-			live[i] = h.Realloc(live[i], uintptr(1+rng.IntN(200))*chunk.PageSize)
+			live[i] = h.Realloc(live[i], uintptr(1+rng.IntN(MaxLargeSize/chunk.PageSize))*chunk.PageSize)
 		default:
 			// Small blocks take one-page runs from the same index.
 			for range 50 {
@@ -139,8 +139,8 @@ func TestRunIndexIsGlobalBestFit(t *testing.T) {
 	require.False(t, s.runs.on, "Reset drops the index")
 	require.Equal(t, uint32(1), s.chunks)
 	// It comes back, whole, when the heap grows again.
-	for range 3 * runIndexFrom {
-		live = append(live, h.Alloc(300*chunk.PageSize))
+	for range 6 * runIndexFrom {
+		live = append(live, h.Alloc(MaxLargeSize))
 	}
 	require.True(t, s.runs.on)
 	checkRunIndex(t, s, -1)
@@ -150,10 +150,11 @@ func TestRunIndexGrows(t *testing.T) {
 	h, err := New(WithDebug(false), WithAllocMode(ModeChunks))
 	require.NoError(t, err)
 	defer h.Close()
-	// More chunks than a first table holds: each big run takes one.
+	// More chunks than a first table holds: two of the largest runs fill
+	// one.
 	var ps []unsafe.Pointer
-	for range 3 * runIndexInit {
-		ps = append(ps, h.Alloc(300*chunk.PageSize))
+	for range 6 * runIndexInit {
+		ps = append(ps, h.Alloc(MaxLargeSize))
 	}
 	require.Greater(t, h.st.runs.cap, uint32(runIndexInit))
 	checkRunIndex(t, h.st, 0)

@@ -107,9 +107,10 @@ func TestReusedHeapKeepsItsChunks(t *testing.T) {
 		serve(p, "GET", "/", func(w http.ResponseWriter, r *http.Request) {
 			h := zmmhttp.Heap(r)
 			realAtStart = append(realAtStart, h.RealUsage())
-			// Three 1 MiB runs: a request of three chunks.
-			for range 3 {
-				h.Alloc(1 << 20)
+			// Six runs of 1000 KiB, two to a chunk: a request of three
+			// chunks.
+			for range 6 {
+				h.Alloc(1000 << 10)
 			}
 		})
 	}

@@ -62,8 +62,9 @@ func debugSnapshot(t *testing.T) *zmm.Snapshot {
 		h.Free(keep[i])
 	}
 	parseTemplate(h)
-	h.Alloc(1 << 20)
-	h.Alloc(1 << 20) // the second chunk
+	h.Alloc(1000 << 10)
+	h.Alloc(1000 << 10)
+	h.Alloc(1000 << 10) // the second chunk
 	h.Alloc(3 << 20)
 	s := h.Snapshot()
 	s.Time = fixedTime
@@ -89,8 +90,8 @@ func plainSnapshot(t *testing.T) *zmm.Snapshot {
 			h.Free(p)
 		}
 	}
-	big := h.Alloc(1 << 20)
-	big2 := h.Alloc(1 << 20)
+	big := h.Alloc(1000 << 10) // page runs: a second chunk, cached when they go
+	big2 := h.Alloc(1000 << 10)
 	h.Free(big)
 	h.Free(big2)
 	h.Free(h.Alloc(4 << 20))
