@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"sync"
+	"sync/atomic"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -19,6 +20,11 @@ var osPageSize = uintptr(unix.Getpagesize())
 // vmaName is the NUL-terminated name given to every zmm mapping, so that it
 // shows up as [anon:zmm] in /proc/<pid>/maps (Zend names its "zend_alloc").
 var vmaName = [...]byte{'z', 'm', 'm', 0}
+
+// namingFailed is set when the kernel refused to name a mapping (no
+// CONFIG_ANON_VMA_NAME, before 5.17): it will refuse every time, so later
+// mappings skip the call.
+var namingFailed atomic.Bool
 
 // hugePages is read once from the environment: ZMM_HUGE_PAGES=1 is the
 // analog of USE_ZEND_ALLOC_HUGE_PAGES=1.
@@ -43,7 +49,10 @@ func HugePages() bool { return hugePages() }
 // them if they happen to be aligned. Otherwise it unmaps them, maps
 // size+align-OSPageSize bytes, which must contain an aligned range of size
 // bytes, and unmaps the unaligned head and the excess tail. It never maps
-// with MAP_FIXED.
+// with MAP_FIXED. A size that is not a multiple of align skips the first
+// try: Linux places a new mapping right below the previous one, so after an
+// aligned mapping of such a size the next one is almost never aligned, and
+// the try would cost an mmap and a munmap for nothing.
 func Map(size, align uintptr) (unsafe.Pointer, error) {
 	return mapAligned(size, align, HugePages())
 }
@@ -56,22 +65,31 @@ func mapAligned(size, align uintptr, huge bool) (unsafe.Pointer, error) {
 	if align < ps || align&(align-1) != 0 {
 		return nil, fmt.Errorf("zmm: mmap alignment %#x is not a power of two of at least the OS page size %d", align, ps)
 	}
-	p, err := mmap(size)
-	if err != nil {
-		return nil, err
-	}
-	if uintptr(p)&(align-1) != 0 {
-		if err := munmap(p, size); err != nil {
+	var p unsafe.Pointer
+	var err error
+	if size&(align-1) == 0 {
+		if p, err = mmap(size); err != nil {
 			return nil, err
 		}
-		p, err = mapAlignedSlow(size, align)
-		if err != nil {
+		if uintptr(p)&(align-1) != 0 {
+			if err := munmap(p, size); err != nil {
+				return nil, err
+			}
+			p = nil
+		}
+	}
+	if p == nil {
+		if p, err = mapAlignedSlow(size, align); err != nil {
 			return nil, err
 		}
 	}
 	// Naming fails on kernels without CONFIG_ANON_VMA_NAME (before 5.17):
 	// the name is only a help for people reading /proc/<pid>/maps.
-	_ = unix.PrctlArg5Ptr(unix.PR_SET_VMA, unix.PR_SET_VMA_ANON_NAME, uintptr(p), size, unsafe.Pointer(&vmaName[0]))
+	if !namingFailed.Load() {
+		if unix.PrctlArg5Ptr(unix.PR_SET_VMA, unix.PR_SET_VMA_ANON_NAME, uintptr(p), size, unsafe.Pointer(&vmaName[0])) != nil {
+			namingFailed.Store(true)
+		}
+	}
 	if huge {
 		// Fails when the kernel has no transparent huge pages: the advice
 		// is an optimisation, not a requirement.

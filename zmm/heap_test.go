@@ -515,27 +515,80 @@ func dontNeedDropsPages(t *testing.T) bool {
 	return unix.Madvise(m, unix.MADV_DONTNEED) == nil && m[0] == 0
 }
 
-func TestHugeCacheKeepsOnlyTheNewestResident(t *testing.T) {
+// TestHugeCacheKeepsRecentPagesResident: in a big heap, freed huge
+// mappings keep their pages while the cached ones that do hold at most
+// 16 MiB; past that the oldest are purged, stay mapped, and read as zeros
+// when reused.
+func TestHugeCacheKeepsRecentPagesResident(t *testing.T) {
 	if !dontNeedDropsPages(t) {
 		t.Skip("MADV_DONTNEED does not drop pages here")
 	}
 	h := newHeap(t, layout()...) // a debug heap never caches a freed huge block
+	// 300 MiB live, never touched: the heap is big enough for the 16 MiB
+	// bound (1/16 of its real usage would be more).
+	ballast := h.Alloc(300 << 20)
+	defer h.Free(ballast)
+	const size = 6 << 20
+	a, b, c := h.Alloc(size), h.Alloc(size), h.Alloc(size)
+	fill(a, size, 0xa1)
+	fill(b, size, 0xb2)
+	fill(c, size, 0xc3)
+	h.Free(a)
+	h.Free(b) // 12 MiB cached and resident: within the bound
+	h.Free(c) // 18 MiB: the oldest, a, is purged
+	real := h.RealUsage()
+
+	assert.Equal(t, c, h.Alloc(size), "of equal cached mappings, the newest is reused")
+	assert.True(t, holds(c, size, 0xc3), "the newest cached mapping kept its pages")
+	assert.Equal(t, b, h.Alloc(size))
+	assert.True(t, holds(b, size, 0xb2), "a cached mapping within the bound kept its pages")
+	assert.Equal(t, a, h.Alloc(size), "the purged mapping is reused too: it stayed mapped")
+	assert.Equal(t, size, strings.Count(string(zmm.Bytes(a, size)), "\x00"),
+		"the oldest cached mapping gave its pages back: they read as zeros")
+	assert.Equal(t, real, h.RealUsage(), "purged pages still count as mapped")
+}
+
+// TestHugeCacheSmallHeapKeepsOnlyTheNewest: in a small heap the resident
+// bound is 1/16 of the real usage, so an older cached mapping is purged as
+// soon as a newer one joins.
+func TestHugeCacheSmallHeapKeepsOnlyTheNewest(t *testing.T) {
+	if !dontNeedDropsPages(t) {
+		t.Skip("MADV_DONTNEED does not drop pages here")
+	}
+	h := newHeap(t, layout()...)
 	const size = 3 << 20
 	a, b := h.Alloc(size), h.Alloc(size)
 	fill(a, size, 0xa1)
 	fill(b, size, 0xb2)
 	h.Free(a)
-	h.Free(b) // a is purged: only the newest cached mapping keeps its pages
-	real := h.RealUsage()
+	h.Free(b) // 8 MiB of real usage: a bound of 512 KiB, only b stays
+	assert.Equal(t, b, h.Alloc(size))
+	assert.True(t, holds(b, size, 0xb2), "the newest cached mapping kept its pages")
+	assert.Equal(t, a, h.Alloc(size))
+	assert.Equal(t, size, strings.Count(string(zmm.Bytes(a, size)), "\x00"), "a was purged")
+}
 
-	newest := h.Alloc(size)
-	assert.Equal(t, b, newest, "of equal cached mappings, the newest is reused")
-	assert.True(t, holds(newest, size, 0xb2), "the newest cached mapping kept its pages")
-	older := h.Alloc(size)
-	assert.Equal(t, a, older, "the purged mapping is reused too: it stayed mapped")
-	assert.Equal(t, size, strings.Count(string(zmm.Bytes(older, size)), "\x00"),
-		"the older cached mapping gave its pages back: they read as zeros")
-	assert.Equal(t, real, h.RealUsage(), "purged pages still count as mapped")
+// TestHugeCacheNewestStaysResident: a cached mapping above the resident
+// bound keeps its pages while it is the newest.
+func TestHugeCacheNewestStaysResident(t *testing.T) {
+	if !dontNeedDropsPages(t) {
+		t.Skip("MADV_DONTNEED does not drop pages here")
+	}
+	h := newHeap(t, layout()...)
+	const big, small = 20 << 20, 3 << 20
+	a := h.Alloc(big)
+	fill(a, big, 0xa1)
+	h.Free(a)
+	assert.Equal(t, a, h.Alloc(big))
+	assert.True(t, holds(a, big, 0xa1), "alone in the cache, the mapping kept its pages")
+	b := h.Alloc(small)
+	fill(b, small, 0xb2)
+	h.Free(a)
+	h.Free(b) // a is no longer the newest, and 23 MiB is past the bound
+	assert.Equal(t, b, h.Alloc(small))
+	assert.True(t, holds(b, small, 0xb2))
+	assert.Equal(t, a, h.Alloc(big))
+	assert.Equal(t, big, strings.Count(string(zmm.Bytes(a, big)), "\x00"), "a was purged")
 }
 
 func TestGCReturnsEmptyRunsAndChunks(t *testing.T) {

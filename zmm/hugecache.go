@@ -12,13 +12,20 @@ import (
 // hugeCacheMaxBytes), counted in the real usage like cached chunks, and
 // emptied by GC and Close.
 //
-// Only the newest cached mapping keeps its pages: when another mapping
-// joins the cache, the one before it is purged (MADV_DONTNEED; the mapping
-// stays, its pages go back to the OS and read as zeros when touched again).
-// So the cache saves the map and unmap calls of every reuse and the page
-// faults of the most recent one (a request building the same big buffer
-// again), while the resident memory it holds is at most one block, not up
-// to hugeCacheMaxBytes of pages nobody may touch again. (A heap over a
+// Cached mappings keep their pages while those that do hold at most 16 MiB
+// and 1/16 of the heap's real usage; past that the oldest are purged
+// (MADV_DONTNEED; the mapping stays, its pages go back to the OS and read as
+// zeros when touched again). The newest always keeps its pages. So the
+// cache saves the map and unmap calls of every reuse and, for blocks of a
+// few MiB churning (a request building the same big buffers again, a heap
+// of 1-2 MiB blocks freed and allocated at random), the page faults too,
+// while the freed memory it keeps resident stays bounded, not up to
+// hugeCacheMaxBytes of pages nobody may touch again. Purging every mapping
+// but the newest, as zmm first did, cost 12% more time on issue 20's large
+// mix (bench/c/bigheap.sh), in madvise calls and faults; keeping up to
+// 16 MiB whatever the heap's size made a small heap's RSS grow by the pages
+// its realloc copies had touched (small-mix: 1.15x the Zend MM's RSS
+// growth), hence the share of the heap. (A heap over a
 // storage that cannot release pages, such as a Region made without
 // WithRelease, keeps them all: releasePages does nothing there.)
 
@@ -62,22 +69,54 @@ func (s *heapState) retireHuge(r hugeRec) {
 	if r.size <= hugeCacheMaxBytes {
 		for t.cacheN == hugeCacheSlots || t.cacheBytes+r.size > hugeCacheMaxBytes {
 			s.unmapHuge(t.cache[0])
-			t.cacheBytes -= t.cache[0].size
-			copy(t.cache[:], t.cache[1:t.cacheN])
-			t.cacheN--
-		}
-		if t.cacheN > 0 && t.newestResident {
-			old := t.cache[t.cacheN-1]
-			s.releasePages(old.addr, old.size)
+			t.removeCached(0)
 		}
 		t.cache[t.cacheN] = r
+		t.resident |= 1 << t.cacheN
 		t.cacheN++
-		t.newestResident = true
 		t.cacheBytes += r.size
 		frames.SetRange(r.addr, frameCount(r.size), frames.Make(frames.CachedHuge, s.id, 0))
+		s.purgeCachedHuge()
 		return
 	}
 	s.unmapHuge(r)
+}
+
+// purgeCachedHuge purges the oldest resident cached mappings until those
+// left resident hold at most residentBound or are the newest alone.
+func (s *heapState) purgeCachedHuge() {
+	t := &s.huge
+	bound := min(hugeCacheResidentBytes, s.realSize/hugeCacheResidentShare)
+	for i := range t.cacheN - 1 { // the newest is never purged
+		if t.residentBytes() <= bound {
+			return
+		}
+		if t.resident&(1<<i) != 0 {
+			s.releasePages(t.cache[i].addr, t.cache[i].size)
+			t.resident &^= 1 << i
+		}
+	}
+}
+
+// residentBytes is the size of the cached mappings that have their pages.
+func (t *hugeTable) residentBytes() uintptr {
+	var n uintptr
+	for i, r := range t.cache[:t.cacheN] {
+		if t.resident&(1<<i) != 0 {
+			n += r.size
+		}
+	}
+	return n
+}
+
+// removeCached takes cache[i] out of the cache, keeping the order of the
+// others and their resident bits.
+func (t *hugeTable) removeCached(i uint32) {
+	t.cacheBytes -= t.cache[i].size
+	copy(t.cache[i:], t.cache[i+1:t.cacheN])
+	t.cacheN--
+	below := t.resident & (1<<i - 1)
+	t.resident = below | t.resident>>(i+1)<<i
 }
 
 // unmapHuge unmaps a huge mapping and tombstones its frames.
@@ -104,12 +143,7 @@ func (s *heapState) takeCachedHuge(size uintptr) uintptr {
 		return 0
 	}
 	r := t.cache[best]
-	if best == int(t.cacheN)-1 {
-		t.newestResident = false // the new newest was purged when r came
-	}
-	copy(t.cache[best:], t.cache[best+1:t.cacheN])
-	t.cacheN--
-	t.cacheBytes -= r.size
+	t.removeCached(uint32(best))
 	if r.size > size {
 		// Clear the tail's frames before the tail is given back: from then
 		// on another heap may map it and record its own frames there.
@@ -131,7 +165,7 @@ func (s *heapState) dropHugeCache() uintptr {
 	for _, r := range t.cache[:t.cacheN] {
 		s.unmapHuge(r)
 	}
-	t.cacheN, t.cacheBytes, t.newestResident = 0, 0, false
+	t.cacheN, t.cacheBytes, t.resident = 0, 0, 0
 	return n
 }
 

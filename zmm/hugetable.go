@@ -19,18 +19,25 @@ const (
 	hugeCacheSlots = 4
 	// hugeCacheMaxBytes bounds the bytes kept in the huge cache.
 	hugeCacheMaxBytes = 64 << 20
-	hugeRecSize       = unsafe.Sizeof(hugeRec{})
+	// hugeCacheResidentBytes bounds the bytes of cached mappings that keep
+	// their pages, with hugeCacheResidentShare: at most 1/16 of the heap's
+	// real usage (the newest always keeps them, whatever its size).
+	hugeCacheResidentBytes = 16 << 20
+	hugeCacheResidentShare = 16
+	hugeRecSize            = unsafe.Sizeof(hugeRec{})
 )
 
 type hugeTable struct {
 	recs   uintptr // mapped array of hugeRec
 	n, cap uint32
 	cacheN uint32
-	// newestResident is set when the newest cached mapping,
-	// cache[cacheN-1], still has its pages; every other one is purged.
-	newestResident bool
-	cache          [hugeCacheSlots]hugeRec
-	cacheBytes     uintptr
+	// resident has bit i set when cache[i] still has its pages; the
+	// others were purged. The resident ones hold at most
+	// min(hugeCacheResidentBytes, real usage / hugeCacheResidentShare),
+	// or are the newest alone.
+	resident   uint8
+	cache      [hugeCacheSlots]hugeRec
+	cacheBytes uintptr
 }
 
 func (t *hugeTable) at(i uint32) *hugeRec {
