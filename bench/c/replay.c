@@ -25,7 +25,10 @@
  *   - only the replay loop is timed (CLOCK_MONOTONIC); the time spent
  *     sampling VmRSS (at each request end before the release, every 16384
  *     records, and after the loop) is subtracted, like the hooks of
- *     trace/replay; peak_rss_bytes is the highest sample.
+ *     trace/replay; peak_rss_bytes is the highest sample, peak_vm_bytes the
+ *     highest VmSize seen at the same moments (the address space mapped:
+ *     an allocator-neutral measure of the memory a heap takes, touched or
+ *     not).
  *
  * Output: one JSON object on stdout. Errors: a message on stderr, exit 1
  * (bad usage 2). A bad trace is rejected with the record's index.
@@ -437,20 +440,23 @@ static void new_index(const trace_t *t, index_t *ix)
 static int statm_fd = -1;
 static long page_size;
 
-/* rss_now reads VmRSS from /proc/self/statm (its second field, in pages). */
-static uint64_t rss_now(void)
+/* statm_now reads VmSize and VmRSS from /proc/self/statm (its first two
+ * fields, in pages); both are 0 when it cannot be read. */
+static void statm_now(uint64_t *vm, uint64_t *rss)
 {
 	char buf[128];
+	*vm = *rss = 0;
 	if (statm_fd < 0)
-		return 0;
+		return;
 	ssize_t n = pread(statm_fd, buf, sizeof buf - 1, 0);
 	if (n <= 0)
-		return 0;
+		return;
 	buf[n] = 0;
 	unsigned long long size, resident;
 	if (sscanf(buf, "%llu %llu", &size, &resident) != 2)
-		return 0;
-	return (uint64_t)resident * (uint64_t)page_size;
+		return;
+	*vm = (uint64_t)size * (uint64_t)page_size;
+	*rss = (uint64_t)resident * (uint64_t)page_size;
 }
 
 /* cpu_ns is the process's CPU time, user and system (getrusage). */
@@ -479,6 +485,7 @@ typedef struct {
 	uint64_t mismatches;
 	uint64_t requests;
 	uint64_t peak_rss, base_rss;
+	uint64_t peak_vm, base_vm;
 	uint64_t peak_usage, real_peak_usage; /* the Zend MM's own peaks */
 	const char *error;                    /* set when the replay stopped */
 	size_t error_index;
@@ -570,9 +577,12 @@ static void print_verbose(run_t *z, uint64_t request);
 static void sample_rss(run_t *z, uint64_t request, bool at_request_end)
 {
 	uint64_t t0 = now_ns();
-	uint64_t rss = rss_now();
+	uint64_t vm, rss;
+	statm_now(&vm, &rss);
 	if (rss > z->res.peak_rss)
 		z->res.peak_rss = rss;
+	if (vm > z->res.peak_vm)
+		z->res.peak_vm = vm;
 	if (verbose && at_request_end && request == 1)
 		print_verbose(z, request);
 	z->res.hook_ns += now_ns() - t0;
@@ -932,8 +942,9 @@ int main(int argc, char **argv)
 #if defined(ALLOC_BUMP)
 	bump_init(&t);
 #endif
-	z.res.base_rss = rss_now();
+	statm_now(&z.res.base_vm, &z.res.base_rss);
 	z.res.peak_rss = z.res.base_rss;
+	z.res.peak_vm = z.res.base_vm;
 
 #if defined(ALLOC_ZEND)
 	volatile bool bailed = false;
@@ -969,6 +980,7 @@ int main(int argc, char **argv)
 	printf(",\"cpu_ns\":%" PRIu64, z.res.cpu_ns);
 	printf(",\"peak_rss_bytes\":%" PRIu64 ",\"base_rss_bytes\":%" PRIu64 ",\"maxrss_bytes\":%" PRIu64, z.res.peak_rss,
 	       z.res.base_rss, (uint64_t)ru.ru_maxrss * 1024);
+	printf(",\"peak_vm_bytes\":%" PRIu64 ",\"base_vm_bytes\":%" PRIu64, z.res.peak_vm, z.res.base_vm);
 	printf(",\"mismatches\":%" PRIu64 ",\"requests\":%" PRIu64, z.res.mismatches, z.res.requests);
 	printf(",\"allocs\":%zu,\"frees\":%zu,\"reallocs\":%zu,\"max_live\":%zu", t.allocs, t.frees, t.reallocs, t.max_live);
 #if defined(ALLOC_ZEND)

@@ -16,6 +16,13 @@
 //   - request: many PHP-like requests; in each, many allocations of the
 //     small mix with a tail of large and rare huge blocks, most freed
 //     during the request and the rest dropped by its request end.
+//   - large-mix: a big heap of large blocks (uniform from 3 KiB to
+//     1.5 MiB, 3% huge ones of 2 to 8 MiB): Live blocks are allocated
+//     first, then each step frees a random live block and allocates one in
+//     its place, with 2% reallocs. Its Live knob sets the heap's size
+//     (about 0.9 MB per block: 400 blocks make 0.36 GB, 12,000 about
+//     11 GB), so that a placement whose cost grows with the number of
+//     chunks shows.
 //
 // N counts allocations (alloc records), not records: a trace has about
 // 2·N records (an alloc and a free or a request end per block, plus the
@@ -40,14 +47,15 @@ type Kind string
 
 // The kinds Generate knows.
 const (
-	Small   Kind = "small"
-	Large   Kind = "large"
-	Huge    Kind = "huge"
-	Request Kind = "request"
+	Small    Kind = "small"
+	Large    Kind = "large"
+	Huge     Kind = "huge"
+	Request  Kind = "request"
+	LargeMix Kind = "large-mix"
 )
 
 // Kinds lists every kind, in the order the documentation gives them.
-var Kinds = []Kind{Small, Large, Huge, Request}
+var Kinds = []Kind{Small, Large, Huge, Request, LargeMix}
 
 // ParseKind returns the kind named s.
 func ParseKind(s string) (Kind, error) {
@@ -76,15 +84,17 @@ type Params struct {
 	// a half times as many.
 	PerRequest int
 	// Live is the mean number of blocks live at a time (large and huge
-	// kinds only; defaults 64 and 16).
+	// kinds; defaults 64 and 16), or the number always live (large-mix;
+	// default 4000).
 	Live int
 }
 
 // Defaults of the optional Params fields.
 const (
-	DefaultPerRequest = 2000
-	DefaultLiveLarge  = 64
-	DefaultLiveHuge   = 16
+	DefaultPerRequest   = 2000
+	DefaultLiveLarge    = 64
+	DefaultLiveHuge     = 16
+	DefaultLiveLargeMix = 4000
 )
 
 // MaxN bounds Params.N, so that a trace stays within trace.MaxRecords.
@@ -101,6 +111,11 @@ const (
 	largeMin = smallMax + 1
 	largeMax = 2*mib - 4*kib
 	hugeMax  = 8 * mib
+
+	// mixLargeMax and mixHugeMin bound the large-mix's sizes: its large
+	// blocks end below 1.5 MiB, its huge ones start at 2 MiB.
+	mixLargeMax = 3 * mib / 2
+	mixHugeMin  = 2 * mib
 )
 
 func (p Params) withDefaults() (Params, error) {
@@ -117,9 +132,13 @@ func (p Params) withDefaults() (Params, error) {
 		p.PerRequest = DefaultPerRequest
 	}
 	if p.Live == 0 {
-		p.Live = DefaultLiveLarge
-		if p.Kind == Huge {
+		switch p.Kind {
+		case Huge:
 			p.Live = DefaultLiveHuge
+		case LargeMix:
+			p.Live = DefaultLiveLargeMix
+		default:
+			p.Live = DefaultLiveLarge
 		}
 	}
 	return p, nil
@@ -182,6 +201,8 @@ func generate(p Params, emit func(trace.Record) error) error {
 		g.churn(p, hugeMixSize, 0.10)
 	case Request:
 		g.requests(p)
+	case LargeMix:
+		g.largeMix(p)
 	}
 	return g.err
 }
@@ -324,6 +345,17 @@ func hugeMixSize(r *rand.Rand) uint64 {
 	return between(r, largeMax+1, hugeMax)
 }
 
+// largeMixSize draws a size of the large mix: 97% uniform from 3 KiB to
+// 1.5 MiB, 3% uniform from 2 to 8 MiB. Uniform, not log-uniform, so that
+// most of the heap is in blocks of hundreds of KiB, the runs whose
+// placement is costly.
+func largeMixSize(r *rand.Rand) uint64 {
+	if r.IntN(100) < 3 {
+		return between(r, mixHugeMin, hugeMax)
+	}
+	return between(r, largeMin, mixLargeMax)
+}
+
 // grow is a realloc's new size: three times in four a growth by 1.25 to 2
 // times (a string or an array growing), otherwise a shrink to between half
 // and all of it; the result is kept within lo..hi.
@@ -442,6 +474,33 @@ func (g *gen) churn(p Params, size func(*rand.Rand) uint64, reallocP float64) {
 		}
 		if len(g.live) > 0 && g.r.Float64() < reallocP {
 			v := g.randomLive()
+			g.realloc(v, grow(g.r, g.size[v], lo, hi))
+		}
+	}
+	g.freeAll()
+}
+
+// largeMix allocates p.Live blocks (or p.N, if fewer), then replaces a
+// random live block at each further allocation; one step in fifty also
+// reallocs a random live block, within its own range (large or huge).
+// Everything is freed at the end. Reallocs are rare on purpose: a moving
+// realloc of a 1 MiB block copies it into pages never touched before, and
+// with one in ten the page faults and the copy were three quarters of every
+// allocator's time, hiding the placement this kind is meant to measure.
+func (g *gen) largeMix(p Params) {
+	allocs := 0
+	for ; allocs < min(p.Live, p.N) && g.err == nil; allocs++ {
+		g.alloc(largeMixSize(g.r))
+	}
+	for ; allocs < p.N && g.err == nil; allocs++ {
+		g.free(g.randomLive())
+		g.alloc(largeMixSize(g.r))
+		if g.r.IntN(50) == 0 {
+			v := g.randomLive()
+			lo, hi := uint64(largeMin), uint64(mixLargeMax)
+			if g.size[v] >= mixHugeMin {
+				lo, hi = mixHugeMin, hugeMax
+			}
 			g.realloc(v, grow(g.r, g.size[v], lo, hi))
 		}
 	}

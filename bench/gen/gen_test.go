@@ -35,6 +35,9 @@ func TestKinds(t *testing.T) {
 	for _, k := range Kinds {
 		t.Run(string(k), func(t *testing.T) {
 			p := Params{Kind: k, N: n, Seed: 7}
+			if k == LargeMix {
+				p.Live = 100 // the default, 4000, is more than n
+			}
 			tr := mustTrace(t, p)
 			assert.Equal(t, n, tr.Allocs)
 			assert.Positive(t, tr.Reallocs)
@@ -85,6 +88,9 @@ func TestKinds(t *testing.T) {
 					}
 				}
 				assert.Greater(t, float64(small)/n, 0.95, "mostly small blocks")
+			case LargeMix:
+				assert.Equal(t, n, tr.Frees)
+				assert.Equal(t, 100, tr.MaxLive)
 			}
 		})
 	}
@@ -128,7 +134,7 @@ func TestBadParams(t *testing.T) {
 	k, err := ParseKind("huge")
 	require.NoError(t, err)
 	assert.Equal(t, Huge, k)
-	assert.Equal(t, "huge|large|request|small", KindNames())
+	assert.Equal(t, "huge|large|large-mix|request|small", KindNames())
 }
 
 func TestEmpty(t *testing.T) {
@@ -167,4 +173,33 @@ func TestCommitted(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestLargeMix: the live set stays at Live after the fill, the sizes are
+// in their two ranges, about 3% huge, and reallocs keep a block in its
+// range.
+func TestLargeMix(t *testing.T) {
+	const live, n = 500, 20000
+	tr := mustTrace(t, Params{Kind: LargeMix, N: n, Seed: 3, Live: live})
+	assert.Equal(t, n, tr.Allocs)
+	assert.Equal(t, n, tr.Frees)
+	assert.Equal(t, live, tr.MaxLive)
+	assert.InDelta(t, (n-live)/50, tr.Reallocs, float64(n)/200, "one step in fifty reallocs")
+	huge := 0
+	for _, s := range sizes(tr, trace.OpAlloc, trace.OpRealloc) {
+		require.True(t, (s >= largeMin && s <= mixLargeMax) || (s >= mixHugeMin && s <= hugeMax), "size %d", s)
+	}
+	for _, s := range sizes(tr, trace.OpAlloc) {
+		if s >= mixHugeMin {
+			huge++
+		}
+	}
+	assert.InDelta(t, 0.03, float64(huge)/n, 0.005, "3%% huge blocks")
+	// Live sets the heap's size: the default's is about 3.6 GB.
+	big := mustTrace(t, Params{Kind: LargeMix, N: DefaultLiveLargeMix, Seed: 1})
+	var bytes uint64
+	for _, s := range sizes(big, trace.OpAlloc) {
+		bytes += s
+	}
+	assert.InDelta(t, 3.6e9, float64(bytes), 0.3e9)
 }

@@ -4,6 +4,8 @@
 // measured the same way: VmRSS from /proc/self/statm, sampled at each
 // request end before the reset, every 16384 records and after the replay,
 // the highest sample, with the sampling time taken out of the replay time.
+// VmSize is sampled at the same moments (peak_vm_bytes): the address space
+// the heap has mapped, touched or not.
 //
 //	zmmreplay [-verbose] [-alloc zmm|bump] TRACE
 //	zmmreplay -table RESULTS.jsonl...
@@ -48,14 +50,18 @@ type Result struct {
 	Trace     string `json:"trace"`
 	// Loop is the replay loop that ran, "go" or "c" (results written
 	// before the field existed: "go" for zmm, "c" for the others).
-	Loop          string  `json:"loop,omitempty"`
-	Ops           int     `json:"ops"`
-	DurationNs    int64   `json:"duration_ns"`
-	NsPerOp       float64 `json:"ns_per_op"`
-	CPUNs         int64   `json:"cpu_ns"`
-	PeakRSS       uint64  `json:"peak_rss_bytes"`
-	BaseRSS       uint64  `json:"base_rss_bytes"`
-	MaxRSS        uint64  `json:"maxrss_bytes"`
+	Loop       string  `json:"loop,omitempty"`
+	Ops        int     `json:"ops"`
+	DurationNs int64   `json:"duration_ns"`
+	NsPerOp    float64 `json:"ns_per_op"`
+	CPUNs      int64   `json:"cpu_ns"`
+	PeakRSS    uint64  `json:"peak_rss_bytes"`
+	BaseRSS    uint64  `json:"base_rss_bytes"`
+	MaxRSS     uint64  `json:"maxrss_bytes"`
+	// PeakVM and BaseVM: VmSize, sampled as the RSS (0 in results written
+	// before the fields existed).
+	PeakVM        uint64  `json:"peak_vm_bytes,omitempty"`
+	BaseVM        uint64  `json:"base_vm_bytes,omitempty"`
 	Mismatches    int     `json:"mismatches"`
 	Requests      int     `json:"requests"`
 	Allocs        int     `json:"allocs"`
@@ -130,7 +136,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 	return err
 }
 
-// statm reads VmRSS from /proc/self/statm, as the C harness does.
+// statm reads VmSize and VmRSS from /proc/self/statm, as the C harness
+// does.
 type statm struct {
 	f    *os.File
 	page uint64
@@ -145,23 +152,34 @@ func openStatm() *statm {
 	return &statm{f: f, page: uint64(os.Getpagesize())}
 }
 
-func (s *statm) rss() uint64 {
+// sample returns VmSize and VmRSS in bytes, both 0 when statm cannot be
+// read.
+func (s *statm) sample() (vm, rss uint64) {
 	if s.f == nil {
-		return 0
+		return 0, 0
 	}
 	n, err := s.f.ReadAt(s.buf[:], 0)
 	if n == 0 && err != nil {
-		return 0
+		return 0, 0
 	}
 	fields := bytes.Fields(s.buf[:n])
 	if len(fields) < 2 {
-		return 0
+		return 0, 0
 	}
-	v, err := strconv.ParseUint(string(fields[1]), 10, 64)
-	if err != nil {
-		return 0
+	v, err1 := strconv.ParseUint(string(fields[0]), 10, 64)
+	r, err2 := strconv.ParseUint(string(fields[1]), 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, 0
 	}
-	return v * s.page
+	return v * s.page, r * s.page
+}
+
+// peaks keeps the highest samples.
+type peaks struct{ vm, rss uint64 }
+
+func (p *peaks) note(sm *statm) {
+	vm, rss := sm.sample()
+	p.vm, p.rss = max(p.vm, vm), max(p.rss, rss)
 }
 
 func replayFile(path, alloc string, verbose bool, stderr io.Writer) (Result, error) {
@@ -208,12 +226,12 @@ func replayFile(path, alloc string, verbose bool, stderr io.Writer) (Result, err
 	// base RSS is the trace and the runtime, as in the C harness.
 	runtime.GC()
 	debug.FreeOSMemory()
-	base := sm.rss()
-	peak := base
+	baseVM, base := sm.sample()
+	peak := peaks{vm: baseVM, rss: base}
 	var sampleTime time.Duration // in Progress: counted by the replay, taken out below
 	hooks := replay.Hooks{
 		AtRequestEnd: func(request int, last bool) { // not counted by the replay
-			peak = max(peak, sm.rss())
+			peak.note(sm)
 			if verbose && request == 1 {
 				firstEnd()
 			}
@@ -221,7 +239,7 @@ func replayFile(path, alloc string, verbose bool, stderr io.Writer) (Result, err
 		Progress: func(done, total int) {
 			if done < total {
 				t0 := time.Now()
-				peak = max(peak, sm.rss())
+				peak.note(sm)
 				sampleTime += time.Since(t0)
 			}
 		},
@@ -232,7 +250,7 @@ func replayFile(path, alloc string, verbose bool, stderr io.Writer) (Result, err
 	if err != nil {
 		return Result{}, err
 	}
-	peak = max(peak, sm.rss()) // the last request, when it has no request end
+	peak.note(sm) // the last request, when it has no request end
 	res.Duration -= sampleTime
 	if res.Ops > 0 {
 		res.NsPerOp = float64(res.Duration.Nanoseconds()) / float64(res.Ops)
@@ -247,8 +265,10 @@ func replayFile(path, alloc string, verbose bool, stderr io.Writer) (Result, err
 		DurationNs:    res.Duration.Nanoseconds(),
 		NsPerOp:       res.NsPerOp,
 		CPUNs:         cpu.Nanoseconds(),
-		PeakRSS:       peak,
+		PeakRSS:       peak.rss,
 		BaseRSS:       base,
+		PeakVM:        peak.vm,
+		BaseVM:        baseVM,
 		MaxRSS:        uint64(ru.Maxrss) * 1024,
 		Mismatches:    res.Mismatches,
 		Requests:      res.Requests,
@@ -332,6 +352,7 @@ type row struct {
 	trace, alloc    string
 	runs            int
 	ns, rss, growth float64   // medians
+	mapped          float64   // median of peak − base VmSize; -1: not measured
 	paired          []float64 // ns/op over the Zend MM's in the same repetition
 	allocOnly       []float64 // the same, each side's loop floor taken off
 	mismatches      int       // the most of any run
@@ -365,8 +386,9 @@ func pairedCell(ratios []float64) string {
 }
 
 // Table summarizes results: per trace and allocator the medians over the
-// runs of ns/op, peak RSS and RSS growth (peak − base), each with its ratio
-// to the Zend MM's median on the same trace.
+// runs of ns/op, peak RSS and RSS growth (peak − base), and where the
+// results have it the mapped growth (peak − base VmSize), each with its
+// ratio to the Zend MM's median on the same trace.
 //
 // The paired column divides each run's ns/op by that of the Zend MM's run
 // of the same repetition (run.sh runs the allocators in turn inside a
@@ -424,9 +446,10 @@ func Table(rs []Result) string {
 	})
 	rows := make([]row, 0, len(keys))
 	zend := map[string]row{}
+	withMapped := false
 	for _, k := range keys {
 		g := groups[k]
-		var ns, rss, growth, paired, allocOnly []float64
+		var ns, rss, growth, mapped, paired, allocOnly []float64
 		mism := 0
 		for _, r := range g {
 			rk := repKey{r.Trace, r.Rep}
@@ -441,29 +464,51 @@ func Table(rs []Result) string {
 			ns = append(ns, r.NsPerOp)
 			rss = append(rss, float64(r.PeakRSS))
 			growth = append(growth, float64(r.PeakRSS)-float64(r.BaseRSS))
+			if r.PeakVM > 0 {
+				mapped = append(mapped, float64(r.PeakVM)-float64(r.BaseVM))
+			}
 			mism = max(mism, r.Mismatches)
 		}
 		rw := row{trace: k.trace, alloc: k.alloc, runs: len(g), ns: median(ns), rss: median(rss), growth: median(growth),
-			paired: paired, allocOnly: allocOnly, mismatches: mism}
+			mapped: -1, paired: paired, allocOnly: allocOnly, mismatches: mism}
+		if len(mapped) > 0 {
+			rw.mapped = median(mapped)
+			withMapped = true
+		}
 		rows = append(rows, rw)
 		if k.alloc == "zend" {
 			zend[k.trace] = rw
 		}
 	}
 	var b strings.Builder
-	b.WriteString("| trace | allocator | ns/op | ×Zend | paired ×Zend (IQR) | allocator-only ×Zend (IQR) | peak RSS | ×Zend | RSS growth | ×Zend | mismatches | runs |\n")
-	b.WriteString("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	b.WriteString("| trace | allocator | ns/op | ×Zend | paired ×Zend (IQR) | allocator-only ×Zend (IQR) | peak RSS | ×Zend | RSS growth | ×Zend |")
+	if withMapped {
+		b.WriteString(" mapped growth | ×Zend |")
+	}
+	b.WriteString(" mismatches | runs |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+	if withMapped {
+		b.WriteString("---:|---:|")
+	}
+	b.WriteString("---:|---:|\n")
 	for _, r := range rows {
 		z, ok := zend[r.trace]
 		ratio := func(x, y float64) string {
-			if !ok || y <= 0 {
+			if !ok || y <= 0 || x < 0 {
 				return "–"
 			}
 			return fmt.Sprintf("%.2f", x/y)
 		}
-		fmt.Fprintf(&b, "| %s | %s | %.1f | %s | %s | %s | %s | %s | %s | %s | %d | %d |\n",
+		fmt.Fprintf(&b, "| %s | %s | %.1f | %s | %s | %s | %s | %s | %s | %s |",
 			r.trace, r.alloc, r.ns, ratio(r.ns, z.ns), pairedCell(r.paired), pairedCell(r.allocOnly), mib(r.rss), ratio(r.rss, z.rss),
-			mib(r.growth), ratio(r.growth, z.growth), r.mismatches, r.runs)
+			mib(r.growth), ratio(r.growth, z.growth))
+		if withMapped {
+			m := "–"
+			if r.mapped >= 0 {
+				m = mib(r.mapped)
+			}
+			fmt.Fprintf(&b, " %s | %s |", m, ratio(r.mapped, z.mapped))
+		}
+		fmt.Fprintf(&b, " %d | %d |\n", r.mismatches, r.runs)
 	}
 	return b.String()
 }

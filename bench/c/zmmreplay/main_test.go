@@ -27,6 +27,9 @@ func TestReplayRequests(t *testing.T) {
 	if r.PeakRSS == 0 || r.PeakRSS < r.BaseRSS {
 		t.Errorf("peak RSS %d, base %d", r.PeakRSS, r.BaseRSS)
 	}
+	if r.BaseVM == 0 || r.PeakVM <= r.BaseVM {
+		t.Errorf("peak VmSize %d, base %d: the heap's chunks are not counted", r.PeakVM, r.BaseVM)
+	}
 	if !strings.Contains(errOut.String(), "zmm heap usage") {
 		t.Errorf("-verbose printed %q", errOut.String())
 	}
@@ -80,6 +83,32 @@ func TestTable(t *testing.T) {
 	for i, w := range want {
 		if lines[2+i] != w {
 			t.Errorf("row %d:\n got %s\nwant %s", i, lines[2+i], w)
+		}
+	}
+}
+
+// TestTableMapped: the mapped-growth column appears when results carry
+// VmSize, with "–" for runs that do not.
+func TestTableMapped(t *testing.T) {
+	rs := []Result{
+		{Allocator: "zend", Trace: "t", NsPerOp: 10, PeakVM: 100 << 20, BaseVM: 20 << 20, Rep: 1},
+		{Allocator: "zmm", Trace: "t", NsPerOp: 10, PeakVM: 80 << 20, BaseVM: 40 << 20, Rep: 1},
+		{Allocator: "glibc", Trace: "t", NsPerOp: 10, Rep: 1},
+	}
+	lines := strings.Split(strings.TrimSpace(Table(rs)), "\n")
+	want := []string{
+		"| trace | allocator | ns/op | ×Zend | paired ×Zend (IQR) | allocator-only ×Zend (IQR) | peak RSS | ×Zend | RSS growth | ×Zend | mapped growth | ×Zend | mismatches | runs |",
+		"|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+		"| t | zmm | 10.0 | 1.00 | 1.00 | – | 0.0 MiB | – | 0.0 MiB | – | 40.0 MiB | 0.50 | 0 | 1 |",
+		"| t | zend | 10.0 | 1.00 | 1.00 | – | 0.0 MiB | – | 0.0 MiB | – | 80.0 MiB | 1.00 | 0 | 1 |",
+		"| t | glibc | 10.0 | 1.00 | 1.00 | – | 0.0 MiB | – | 0.0 MiB | – | – | – | 0 | 1 |",
+	}
+	if len(lines) != len(want) {
+		t.Fatalf("table:\n%s", strings.Join(lines, "\n"))
+	}
+	for i, w := range want {
+		if lines[i] != w {
+			t.Errorf("line %d:\n got %s\nwant %s", i, lines[i], w)
 		}
 	}
 }

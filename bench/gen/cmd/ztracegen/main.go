@@ -3,9 +3,9 @@
 //
 //	go run ./bench/gen/cmd/ztracegen -kind small -n 20000 -seed 1 -o small.ztrace.gz
 //
-// -kind is small, large, huge or request (see bench/gen); -n is the
-// number of allocations; -per-request (request kind) and -live (large and
-// huge kinds) override the defaults. It prints a summary of the trace to
+// -kind is small, large, huge, request or large-mix (see bench/gen); -n is
+// the number of allocations; -per-request (request kind) and -live (large,
+// huge and large-mix kinds) override the defaults. It prints a summary of the trace to
 // standard error.
 package main
 
@@ -34,7 +34,8 @@ func run(args []string, stderr io.Writer) error {
 	n := fs.Int("n", 10000, "number of allocations")
 	seed := fs.Uint64("seed", 1, "random seed")
 	perRequest := fs.Int("per-request", 0, fmt.Sprintf("mean allocations per request (request kind; default %d)", gen.DefaultPerRequest))
-	live := fs.Int("live", 0, fmt.Sprintf("mean live blocks (large and huge kinds; default %d and %d)", gen.DefaultLiveLarge, gen.DefaultLiveHuge))
+	live := fs.Int("live", 0, fmt.Sprintf("live blocks: the mean (large and huge kinds; default %d and %d) or the count (large-mix; default %d)",
+		gen.DefaultLiveLarge, gen.DefaultLiveHuge, gen.DefaultLiveLargeMix))
 	out := fs.String("o", "", "output file (.ztrace or .ztrace.gz)")
 	if err := fs.Parse(args); err != nil {
 		return err
