@@ -441,5 +441,8 @@ func TestMoveFailureKeepsNothing(t *testing.T) {
 	}
 	// The Go runtime may map a little meanwhile, never the 4 MiB reserved.
 	assert.Less(t, added, uintptr(2*Size), "Move leaked its reservation")
-	assert.Zero(t, mapped(t, p, Size))
+	// p's range was free before the call, so the runtime (the race
+	// detector's shadow memory above all) may have mapped a little of it
+	// since; a Move that failed halfway would have mapped all of it.
+	assert.Less(t, mapped(t, p, Size), uintptr(Size), "Move mapped the old range")
 }
