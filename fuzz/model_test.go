@@ -65,7 +65,10 @@ const (
 	// every 4 KiB (large) or 64 KiB (huge).
 	modelDense          = 16 << 10
 	modelEdge           = 256
-	modelHugeCacheSlots = 4
+	modelHugeCacheSlots = 32
+	// modelHugeReuseSlack: a cached mapping whose slack is at most 1/4 of
+	// it is handed out whole.
+	modelHugeReuseSlack = 4
 	modelHugeCacheBytes = 64 << 20
 )
 
@@ -838,12 +841,15 @@ type opsHugePlan struct {
 	ok, gc bool
 	ru     uintptr
 	cache  []uintptr
+	class  uintptr // the block's size: need, or a cached mapping handed out whole
+	reuse  string  // "whole" or "trimmed" when a cached mapping serves it
 }
 
 // planHuge predicts a huge mapping of need bytes: taken from the cache if
 // fromCache and a cached mapping is large enough (the smallest such, the
-// newest among equals, trimmed), else mapped if it fits under the limit, else mapped if it fits
-// after the collection, else refused (takeCachedHuge, reserve).
+// newest among equals, whole if its slack is at most a quarter of it,
+// else trimmed), else mapped if it fits under the limit, else mapped if it
+// fits after the collection, else refused (takeCachedHuge, reserve).
 func (r *opsRun) planHuge(p opsPre, need uintptr, fromCache bool) opsHugePlan {
 	if fromCache {
 		best := -1
@@ -854,11 +860,15 @@ func (r *opsRun) planHuge(p opsPre, need uintptr, fromCache bool) opsHugePlan {
 		}
 		if best >= 0 {
 			c := r.cache[best]
-			return opsHugePlan{ok: true, ru: p.ru - (c - need), cache: slices.Delete(slices.Clone(r.cache), best, best+1)}
+			rest := slices.Delete(slices.Clone(r.cache), best, best+1)
+			if c-need <= c/modelHugeReuseSlack {
+				return opsHugePlan{ok: true, ru: p.ru, cache: rest, class: c, reuse: "whole"}
+			}
+			return opsHugePlan{ok: true, ru: p.ru - (c - need), cache: rest, class: need, reuse: "trimmed"}
 		}
 	}
 	if !modelOver(p.ru, p.limit, need) {
-		return opsHugePlan{ok: true, ru: p.ru + need, cache: r.cache}
+		return opsHugePlan{ok: true, ru: p.ru + need, cache: r.cache, class: need}
 	}
 	if !p.near {
 		r.failf("internal: %d bytes do not fit under the limit %d with RealUsage %d, yet the limit is far", need, p.limit, p.ru)
@@ -867,7 +877,7 @@ func (r *opsRun) planHuge(p opsPre, need uintptr, fromCache bool) opsHugePlan {
 	if modelOver(ru, p.limit, need) {
 		return opsHugePlan{gc: true, ru: ru}
 	}
-	return opsHugePlan{ok: true, gc: true, ru: ru + need}
+	return opsHugePlan{ok: true, gc: true, ru: ru + need, class: need}
 }
 
 // expectLimit checks an outcome that the model predicted exactly.
@@ -886,6 +896,9 @@ func (r *opsRun) expectLimit(err error, wantOK bool, tried uintptr, p opsPre) {
 // expectHuge checks a huge mapping's outcome against the plan.
 func (r *opsRun) expectHuge(err error, plan opsHugePlan, tried uintptr, p opsPre) {
 	r.expectLimit(err, plan.ok, tried, p)
+	if plan.ok && plan.reuse != "" {
+		r.event("huge cache: reused " + plan.reuse)
+	}
 	if plan.ok && plan.gc {
 		r.event("limit: huge served after the collection")
 	}
@@ -947,6 +960,14 @@ func (r *opsRun) freeEffect(kind int, class uintptr) func(opsOutcome) opsOutcome
 			}
 			o.ru = ru
 		case modelHuge:
+			if !r.debug && class <= modelHugeCacheBytes {
+				switch {
+				case len(o.cache) == modelHugeCacheSlots:
+					r.event("huge cache: evicted for a slot")
+				case modelSum(o.cache)+class > modelHugeCacheBytes:
+					r.event("huge cache: evicted for bytes")
+				}
+			}
 			cache, unmapped := modelRetire(o.cache, class)
 			if r.debug {
 				cache, unmapped = o.cache, class
@@ -1001,6 +1022,7 @@ func (r *opsRun) allocOp(req uintptr, do func() unsafe.Pointer) *opsBlock {
 		plan := r.planHuge(p, class, true)
 		r.expectHuge(err, plan, r.internal(req), p)
 		outs = []opsOutcome{{cache: plan.cache, ru: []uintptr{plan.ru}}}
+		class = plan.class
 	} else {
 		outs = r.pageOutcomes(p, err, class, nil)
 	}
@@ -1011,7 +1033,7 @@ func (r *opsRun) allocOp(req uintptr, do func() unsafe.Pointer) *opsBlock {
 		r.afterFailure()
 		return nil
 	}
-	b := r.place(q, req, r.nextID)
+	b := r.placeKind(q, req, r.nextID, class, modelKind(class))
 	r.nextID++
 	r.order = append(r.order, b)
 	if modelKind(class) == modelHuge {
@@ -1180,6 +1202,7 @@ func (r *opsRun) reallocOp(b *opsBlock, size uintptr) {
 	case nk == modelHuge:
 		plan := r.planHuge(p, nc, true)
 		r.expectHuge(err, plan, r.internal(size), p)
+		nc = plan.class
 		o := opsOutcome{cache: plan.cache, ru: []uintptr{plan.ru}}
 		if err == nil {
 			o = r.freeEffect(ok, oc)(o)

@@ -95,24 +95,46 @@ func opsSeedReallocPaths() *opsProg {
 	return p
 }
 
-// opsSeedHugeCache churns huge blocks through the cache: reuse trimmed,
-// eviction of the oldest at 4 mappings, Reset with live huge blocks.
+// opsSeedHugeCache churns huge blocks through the cache: reuse whole and
+// trimmed, eviction of the oldest by bytes (64 MiB) and by slots (32),
+// Reset with live huge blocks.
 func opsSeedHugeCache() *opsProg {
 	p := &opsProg{}
 	p.alloc(opsHugeMiB(4)).alloc(opsHugeMiB(3)).alloc(opsHugeMiB(2.5)).alloc(opsHugeEdge(0)).alloc(opsHugeMiB(3.5))
 	p.free(0).free(0).free(0) // cache: 4, 3, 2.5
-	p.alloc(opsHugeMiB(2.2))  // from the cache: 2.5, trimmed
-	p.free(0).free(0)         // cache: 4, 3, 2, 3.5
+	p.alloc(opsHugeMiB(2.2))  // from the cache: 2.5, whole (slack under a quarter)
+	p.alloc(opsHugeMiB(1.5))  // from the cache: 3, trimmed
+	p.free(0).free(0)         // cache: 4, 1 and 3.5 (live: 2.2, 1.5)
 	p.alloc(opsHugeMiB(5))    // mapped
-	p.free(0)                 // evicts 4
+	p.free(0)                 // cache: 4, 1, 3.5, 2.2 (live: 1.5, 5)
 	p.alloc(opsHugeEdge(7))   // 8 MiB, mapped
-	p.alloc(opsHugeMiB(3))    // the cached 3
+	p.alloc(opsHugeMiB(3))    // the cached 3.5, whole
 	p.alloc(opsSmall(9, 0))   // a small one in between
 	p.reset()                 // the live huge blocks go to the cache
 	p.alloc(opsHugeMiB(2)).alloc(opsHugeMiB(6))
 	p.realloc(0, opsHugeMiB(2.75)) // grows past the cached mappings
 	p.gc()
 	p.alloc(opsHugeMiB(2))
+	p.free(0).free(0).free(0)
+	// Eviction by bytes: 7 MiB mappings cached (the first takes the cached
+	// 8 MiB whole), then three 8 MiB ones that no cached mapping fits: the
+	// third passes 64 MiB.
+	for range 7 {
+		p.alloc(opsHugeMiB(7))
+	}
+	for range 7 {
+		p.free(0)
+	}
+	p.alloc(opsHugeEdge(7)).alloc(opsHugeEdge(7)).alloc(opsHugeEdge(7))
+	p.free(0).free(0).free(0)
+	// Eviction by slots: 40 blocks of just over MaxLargeSize, the first
+	// ones cut from the cached 7 MiB mappings, then all freed.
+	for range 40 {
+		p.alloc(opsHugeEdge(0))
+	}
+	for range 40 {
+		p.free(0)
+	}
 	return p
 }
 
@@ -284,6 +306,8 @@ var opsWantEvents = []string{
 	"limit: huge served after the collection", "limit: page served after the collection",
 	"SetLimit refused", "SetLimit below usage accepted", "SetLimit dropped the huge cache",
 	"after failure: small block served", "overflow",
+	"huge cache: reused whole", "huge cache: reused trimmed",
+	"huge cache: evicted for a slot", "huge cache: evicted for bytes",
 }
 
 func TestSeedsReachEverything(t *testing.T) {

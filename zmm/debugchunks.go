@@ -51,6 +51,12 @@ func (d *debugState) alloc(s *heapState, size uintptr, op string, site, orig uin
 		}
 	} else {
 		blk = s.allocBig(internal, op)
+		if kindOf(internal) == kindHuge {
+			// A cached mapping may have been handed out whole
+			// (hugecache.go): the block is all of it, and the huge
+			// table's newest record.
+			blockSize = s.huge.at(s.huge.n - 1).size
+		}
 	}
 	debugheader.Write(s.key, blk, blockSize, size, site, orig)
 	return debugheader.User(blk)

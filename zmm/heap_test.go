@@ -515,27 +515,27 @@ func dontNeedDropsPages(t *testing.T) bool {
 	return unix.Madvise(m, unix.MADV_DONTNEED) == nil && m[0] == 0
 }
 
-// TestHugeCacheKeepsRecentPagesResident: in a big heap, freed huge
-// mappings keep their pages while the cached ones that do hold at most
-// 16 MiB; past that the oldest are purged, stay mapped, and read as zeros
+// TestHugeCacheKeepsRecentPagesResident: freed huge mappings keep their
+// pages while the cached ones that do hold at most 1/8 of the heap's real
+// usage; past that the oldest are purged, stay mapped, and read as zeros
 // when reused.
 func TestHugeCacheKeepsRecentPagesResident(t *testing.T) {
 	if !dontNeedDropsPages(t) {
 		t.Skip("MADV_DONTNEED does not drop pages here")
 	}
 	h := newHeap(t, layout()...) // a debug heap never caches a freed huge block
-	// 300 MiB live, never touched: the heap is big enough for the 16 MiB
-	// bound (1/16 of its real usage would be more).
-	ballast := h.Alloc(300 << 20)
+	// 200 MiB live, never touched, and the main chunk: with the three
+	// blocks the bound is (202+42)/8 = 30.5 MiB.
+	ballast := h.Alloc(200 << 20)
 	defer h.Free(ballast)
-	const size = 6 << 20
+	const size = 14 << 20
 	a, b, c := h.Alloc(size), h.Alloc(size), h.Alloc(size)
 	fill(a, size, 0xa1)
 	fill(b, size, 0xb2)
 	fill(c, size, 0xc3)
 	h.Free(a)
-	h.Free(b) // 12 MiB cached and resident: within the bound
-	h.Free(c) // 18 MiB: the oldest, a, is purged
+	h.Free(b) // 28 MiB cached and resident: within the bound
+	h.Free(c) // 42 MiB: the oldest, a, is purged
 	real := h.RealUsage()
 
 	assert.Equal(t, c, h.Alloc(size), "of equal cached mappings, the newest is reused")
@@ -549,7 +549,7 @@ func TestHugeCacheKeepsRecentPagesResident(t *testing.T) {
 }
 
 // TestHugeCacheSmallHeapKeepsOnlyTheNewest: in a small heap the resident
-// bound is 1/16 of the real usage, so an older cached mapping is purged as
+// bound is 1/8 of the real usage, so an older cached mapping is purged as
 // soon as a newer one joins.
 func TestHugeCacheSmallHeapKeepsOnlyTheNewest(t *testing.T) {
 	if !dontNeedDropsPages(t) {
@@ -561,7 +561,7 @@ func TestHugeCacheSmallHeapKeepsOnlyTheNewest(t *testing.T) {
 	fill(a, size, 0xa1)
 	fill(b, size, 0xb2)
 	h.Free(a)
-	h.Free(b) // 8 MiB of real usage: a bound of 512 KiB, only b stays
+	h.Free(b) // 8 MiB of real usage: a bound of 1 MiB, only b stays
 	assert.Equal(t, b, h.Alloc(size))
 	assert.True(t, holds(b, size, 0xb2), "the newest cached mapping kept its pages")
 	assert.Equal(t, a, h.Alloc(size))
@@ -589,6 +589,51 @@ func TestHugeCacheNewestStaysResident(t *testing.T) {
 	assert.True(t, holds(b, small, 0xb2))
 	assert.Equal(t, a, h.Alloc(big))
 	assert.Equal(t, big, strings.Count(string(zmm.Bytes(a, big)), "\x00"), "a was purged")
+}
+
+// TestHugeCacheHandsOutCloseFitsWhole: a cached mapping at most a quarter
+// larger than the request is handed out whole, slack included; a larger one
+// is cut down to the request.
+func TestHugeCacheHandsOutCloseFitsWhole(t *testing.T) {
+	h := newHeap(t, layout()...)
+	a := h.Alloc(5 * mib)
+	h.Free(a)
+	real := h.RealUsage()
+	b := h.Alloc(4 * mib) // slack 1 MiB of 5: whole
+	assert.Equal(t, a, b)
+	assert.Equal(t, uintptr(5*mib), h.BlockSize(b), "the slack is part of the block")
+	assert.Equal(t, uintptr(5*mib), h.Usage(), "and of the usage")
+	assert.Equal(t, real, h.RealUsage(), "nothing was unmapped")
+	fill(b, 5*mib, 0xb1)
+	h.Free(b)
+	c := h.Alloc(3 * mib) // slack 2 MiB of 5: trimmed
+	assert.Equal(t, a, c)
+	assert.Equal(t, uintptr(3*mib), h.BlockSize(c))
+	assert.Equal(t, real-2*mib, h.RealUsage(), "the tail was unmapped")
+	h.Free(c)
+	assert.NoError(t, h.Check())
+}
+
+// TestHugeTableGrows: the huge table and its cache share one mapping that
+// doubles as blocks come; every block stays findable through the moves.
+func TestHugeTableGrows(t *testing.T) {
+	h := newHeap(t, layout()...)
+	const n = 1100 // past 224, 480 and 992: three moves from a 4 KiB page
+	ps := make([]unsafe.Pointer, n)
+	for i := range ps {
+		ps[i] = h.Alloc(zmm.MaxLargeSize + 1)
+		*(*int)(ps[i]) = i
+	}
+	assert.Equal(t, n, h.Stats().HugeBlocks)
+	require.NoError(t, h.Check())
+	for i, p := range ps {
+		assert.Equal(t, i, *(*int)(p))
+		h.Free(p)
+	}
+	st := h.Stats()
+	assert.Zero(t, st.HugeBlocks)
+	assert.Equal(t, 32, st.CachedHuge, "the cache is full")
+	require.NoError(t, h.Check())
 }
 
 func TestGCReturnsEmptyRunsAndChunks(t *testing.T) {

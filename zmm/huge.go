@@ -19,12 +19,14 @@ func (s *heapState) allocHuge(size uintptr, op string) unsafe.Pointer {
 		// Grow the table first: if that fails, no mapping is lost.
 		t.grow()
 	}
-	addr := s.takeCachedHuge(newSize)
+	addr, mapped := s.takeCachedHuge(newSize)
 	if addr == 0 {
 		s.reserve(newSize, op, size)
 		addr = uintptr(s.mapMemory(newSize, op, size))
 		s.realSize += newSize
 		s.realPeak = max(s.realPeak, s.realSize)
+	} else {
+		newSize = mapped
 	}
 	idx := s.huge.add(addr, newSize)
 	s.setHugeFrames(addr, newSize, idx, 0)

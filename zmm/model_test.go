@@ -259,7 +259,13 @@ func (m *modelRun) addKind(p unsafe.Pointer, req uintptr, id uint64, class uintp
 	if p == nil {
 		m.failf("nil block for %d bytes", req)
 	}
-	if bs := m.h.BlockSize(p); bs != class {
+	bs := m.h.BlockSize(p)
+	if kind == "huge" && bs > class && bs-class <= bs/modelHugeReuseSlack && bs%chunk.OSPageSize() == 0 {
+		// A cached mapping handed out whole (this model does not follow
+		// the huge cache; modelLimitRun does).
+		class = bs
+	}
+	if bs != class {
 		m.failf("BlockSize(%p) = %d for a request of %d bytes, want the %s class size %d", p, bs, req, kind, class)
 	}
 	align := modelAlign(class)
@@ -736,11 +742,14 @@ func TestRandomAgainstModel(t *testing.T) {
 // collection; what a collection gives back is then exactly the cached
 // chunks and the cached huge mappings that Stats reports.
 
-// The huge-mapping cache of huge.go: 4 mappings, 64 MiB at most, oldest
-// evicted first. The model below follows it and is checked against Stats.
+// The huge-mapping cache of hugecache.go: 32 mappings, 64 MiB at most,
+// oldest evicted first; a mapping whose slack is at most a quarter of it is
+// handed out whole, a larger one trimmed. The model below follows it and is
+// checked against Stats.
 const (
-	modelHugeCacheSlots = 4
+	modelHugeCacheSlots = 32
 	modelHugeCacheBytes = 64 << 20
+	modelHugeReuseSlack = 4
 )
 
 type modelLimitRun struct {
@@ -841,8 +850,13 @@ func (m *modelLimitRun) check() {
 }
 
 func (m *modelLimitRun) newBlock(p unsafe.Pointer, req uintptr) modelBlock {
+	return m.newBlockOf(p, req, modelClass(req))
+}
+
+// newBlockOf is newBlock for a block of a given class size: a cached huge
+// mapping handed out whole is larger than the request's class.
+func (m *modelLimitRun) newBlockOf(p unsafe.Pointer, req, class uintptr) modelBlock {
 	m.t.Helper()
-	class := modelClass(req)
 	if bs := m.h.BlockSize(p); bs != class {
 		m.failf("BlockSize(%p) = %d for %d bytes, want %d", p, bs, req, class)
 	}
@@ -888,7 +902,14 @@ func (m *modelLimitRun) allocHuge(s uintptr) {
 		}
 	}
 	var wantOK, gcRan bool
+	class := s
 	switch {
+	case best >= 0 && m.cache[best]-s <= m.cache[best]/modelHugeReuseSlack: // served whole
+		wantOK = true
+		m.fromCache++
+		class = m.cache[best]
+		m.ru = ru
+		m.cache = slices.Delete(m.cache, best, best+1)
 	case best >= 0: // served from the cache, trimmed in place
 		wantOK = true
 		m.fromCache++
@@ -909,7 +930,7 @@ func (m *modelLimitRun) allocHuge(s uintptr) {
 	err := zmm.Try(func() { p = m.h.Alloc(req) })
 	m.expectLimit(err, wantOK, gcRan, m.op)
 	if err == nil {
-		m.huges = append(m.huges, m.newBlock(p, req))
+		m.huges = append(m.huges, m.newBlockOf(p, req, class))
 	}
 	m.check()
 	if err != nil {

@@ -208,7 +208,7 @@ func (h *Heap) Snapshot() *Snapshot {
 		snap.Huge = append(snap.Huge, HugeSnapshot{Addr: uint64(r.addr), Size: uint64(r.size)})
 	}
 	slices.SortFunc(snap.Huge, func(a, b HugeSnapshot) int { return cmp.Compare(a.Addr, b.Addr) })
-	for _, r := range s.huge.cache[:s.huge.cacheN] {
+	for _, r := range s.huge.cached() {
 		snap.CachedHuge = append(snap.CachedHuge, HugeSnapshot{Addr: uint64(r.addr), Size: uint64(r.size)})
 		fr.CachedHuge += uint64(r.size)
 	}
