@@ -90,6 +90,21 @@ type heapState struct {
 	huge hugeTable
 	// runs finds the free gaps of the live chunks by length (runindex.go).
 	runs runIndex
+
+	// inbox is the address of the word that heads the blocks goroutines
+	// other than the heap's holder freed into a heap of a Shared allocator
+	// (remote.go). The word is in the allocator's table, alone on its cache
+	// line, away from the fields the holder writes on every call; only
+	// atomic operations touch it.
+	inbox uintptr
+	// collected counts the blocks the heap's holders took back from inbox.
+	collected uint64
+	// shared is the id of the Shared allocator the heap serves (0: none),
+	// sharedIdx its place in that allocator's heap list.
+	shared, sharedIdx uint32
+	// held is set while a goroutine of the Shared allocator holds the heap
+	// for a call (sharedheaps.go).
+	held uint32
 }
 
 // The bits of heapState.special.

@@ -1,0 +1,489 @@
+package zmm
+
+import (
+	"errors"
+	"sync"
+	"sync/atomic"
+	"unsafe"
+
+	"github.com/gozmm/zmm/bins"
+	"github.com/gozmm/zmm/chunk"
+)
+
+// Shared is an allocator for the whole program: safe from any goroutine at
+// any time, and a block may be freed by a goroutine other than the one that
+// allocated it, as Go programs do all the time. It is the analog of
+// mimalloc's or TCMalloc's thread caches, made of zmm heaps:
+//
+//   - each P (GOMAXPROCS of them) has a heap of its own, found through
+//     runtime.procPin. A small alloc, and the free of a small block of that
+//     same heap, run pinned, without a lock and without an atomic
+//     read-modify-write: the heap's own fast paths;
+//   - every other call takes a heap for the goroutine's sole use for its
+//     length (the P's, or an idle one, or a new one) and runs the heap's
+//     full code on it, unpinned, so that a mapping call or a big copy never
+//     holds up the P (sharedheaps.go);
+//   - a block of a heap the goroutine cannot take is freed remotely: one
+//     compare-and-swap claims it, one pushes it onto that heap's inbox, and
+//     the heap's next holder collects the inbox on its slow path
+//     (remote.go). No lock is taken.
+//
+// Every guarantee of Heap holds: a bad pointer, an interior pointer, a
+// block of another allocator, a double free, including a block freed twice
+// remotely, by two goroutines at once, is a *Error, and no block is handed
+// out twice. (Two exceptions are caught later: a remote free of a slot
+// that was never handed out, and a double free whose two frees race each
+// other within nanoseconds, one of them on the owner's P, are found when
+// the owner collects its inbox; Check reports them.)
+//
+// Statistics are sums over the heaps, read without stopping them: each
+// heap's figure is exact as of its last completed call, and a block freed
+// remotely counts in Usage until its heap collects it. PeakUsage and
+// RealPeakUsage are the sums of the heaps' peaks: an upper bound of the
+// allocator's peak.
+//
+// Not yet: debug mode, system and guard modes, storages and the memory
+// limit (NewShared refuses those options), Snapshot, Leaks and the typed
+// helpers. Blocks hold plain bytes; never store a Go pointer in one.
+type Shared struct {
+	// tab is the slot table: per P id, a sharedSlot (sharedheaps.go). It
+	// is mapped memory, so that its plain loads and stores are seen by no
+	// Go machinery (the race detector included: the stop-the-world orders
+	// them, which it does not know); it stays mapped after Close, every
+	// stop flag up, so that a call racing Close finds it.
+	tab uintptr
+
+	id   uint32
+	name string
+
+	// heaps is every heap of the allocator, in the order made; a heap's
+	// state records its index (heapState.sharedIdx). Copy on write under mu.
+	heaps  atomic.Pointer[sharedList]
+	closed atomic.Bool
+
+	mu       sync.Mutex
+	cond     sync.Cond // mu's: a heap came back, or a stop ended
+	stopping bool      // a stop holds every heap (GC, Check, Close)
+	idle     []*Heap   // heaps in no slot and held by nobody
+	waiting  int       // goroutines waiting for an idle heap
+	late     []error   // errors found by a collection, for Check
+	lateN    int       // how many there were (late keeps the first few)
+}
+
+// sharedSlots bounds the P ids served by a slot; a P with a larger id
+// takes an idle heap for every call.
+const sharedSlots = 256
+
+// sharedSlot is one P's slot, alone on its cache line: a P writes its own
+// slot on its slow paths. st is the state of the heap in it, or 0; stop is
+// raised while a stop takes the heaps (sharedheaps.go). Both are plain
+// fields: only the goroutine pinned on the P reads and writes them, and
+// stop, after a stop-the-world.
+type sharedSlot struct {
+	st   uintptr
+	stop uint32
+	_    [64 - 12]byte
+}
+
+// slotTableSize is the table's mapping, whole OS pages: the slots, then
+// an inbox word per heap, each on a cache line of its own.
+func slotTableSize() uintptr {
+	n := uintptr(sharedSlots)*unsafe.Sizeof(sharedSlot{}) + maxSharedHeaps*64
+	ps := chunk.OSPageSize()
+	return (n + ps - 1) &^ (ps - 1)
+}
+
+// inboxAt returns the address of the inbox word of heap i.
+func (a *Shared) inboxAt(i int) uintptr {
+	return a.tab + uintptr(sharedSlots)*unsafe.Sizeof(sharedSlot{}) + uintptr(i)*64
+}
+
+// slot returns P pid's slot; pid < sharedSlots.
+func (a *Shared) slot(pid int) *sharedSlot {
+	return (*sharedSlot)(ptr(a.tab + uintptr(pid)*unsafe.Sizeof(sharedSlot{})))
+}
+
+// sharedList is a snapshot of the allocator's heaps. ids and keys copy
+// hs[i].st.id and .key, so that a remote free finds a block's heap and its
+// key without reading the heap state, whose lines the holder writes.
+type sharedList struct {
+	hs   []*Heap
+	ids  []uint32
+	keys []uintptr
+}
+
+// maxSharedHeaps bounds the heaps of one allocator (the inbox table's
+// size).
+const maxSharedHeaps = 1024
+
+var lastSharedID atomic.Uint32
+
+// NewShared makes a shared allocator. Its heaps are made on first use, one
+// per P that allocates, and closed by Close.
+//
+// Of the options, WithName is honoured; debug mode, the system and guard
+// modes, WithStorage and WithLimit are not supported yet and make NewShared
+// return an ErrConfig error (as do ZMM_DEBUG and ZMM_ALLOC asking for
+// them).
+func NewShared(opts ...Option) (*Shared, error) {
+	cfg := config{limit: Unlimited}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	if err := cfg.resolve(); err != nil {
+		return nil, &Error{Kind: ErrConfig, Op: "NewShared", Msg: "zmm: " + err.Error()}
+	}
+	var unsupported string
+	switch {
+	case *cfg.debug:
+		unsupported = "debug mode (WithDebug, ZMM_DEBUG)"
+	case *cfg.mode != ModeChunks:
+		unsupported = cfg.mode.String() + " mode (WithAllocMode, ZMM_ALLOC)"
+	case cfg.storage != nil:
+		unsupported = "a storage (WithStorage)"
+	case cfg.limit != Unlimited:
+		unsupported = "a memory limit (WithLimit)"
+	}
+	if unsupported != "" {
+		return nil, &Error{Kind: ErrConfig, Op: "NewShared", Msg: "zmm: NewShared does not support " + unsupported + " yet"}
+	}
+	tab, err := chunk.Map(slotTableSize(), chunk.OSPageSize())
+	if err != nil {
+		return nil, &Error{Kind: ErrOutOfMemory, Op: "NewShared", Msg: "zmm: NewShared: mapping the slot table: " + err.Error()}
+	}
+	a := &Shared{id: lastSharedID.Add(1), name: cfg.name, tab: uintptr(tab)}
+	a.cond.L = &a.mu
+	a.heaps.Store(&sharedList{})
+	return a, nil
+}
+
+// Name returns the allocator's name (WithName; "-" if none).
+func (a *Shared) Name() string { return a.name }
+
+func (a *Shared) checkOpen(op string) {
+	if a.closed.Load() {
+		fail(ErrClosed, op, 0, "zmm: %s on a closed shared allocator", op)
+	}
+}
+
+// Alloc returns a block of at least size bytes, as Heap.Alloc does. A small
+// block comes from the calling P's heap without a lock.
+func (a *Shared) Alloc(size uintptr) unsafe.Pointer {
+	if isSmall(size) {
+		pid := procPin()
+		if uint(pid) < sharedSlots {
+			if sl := a.slot(pid); sl.stop == 0 {
+				if sa := sl.st; sa != 0 {
+					s := (*heapState)(ptr(sa))
+					bin := smallBin(size) & 31
+					if slot := s.free[bin]; slot != 0 {
+						// A broken link goes to the slow path, which
+						// reports it: nothing may panic while pinned.
+						if next, ok := readLink(slot, s.key, 0); ok {
+							markHandedOut(slot, 0)
+							s.free[bin] = next
+							s.size += uintptr(bins.Size[bin])
+							s.peak = max(s.peak, s.size)
+							procUnpin()
+							return ptr(slot)
+						}
+					}
+				}
+			}
+		}
+		procUnpin()
+	}
+	return a.allocSlow(size)
+}
+
+//go:noinline
+func (a *Shared) allocSlow(size uintptr) unsafe.Pointer {
+	h := a.take("Alloc")
+	defer a.give(h)
+	return h.Alloc(size)
+}
+
+// Calloc returns a zeroed block of n*size bytes, checked (ecalloc).
+func (a *Shared) Calloc(n, size uintptr) unsafe.Pointer {
+	total := safeSize("Calloc", n, size, 0)
+	p := a.Alloc(total)
+	clear(unsafe.Slice((*byte)(p), total))
+	return p
+}
+
+// SafeAlloc returns a block of n*size+offset bytes, checked (safe_emalloc).
+func (a *Shared) SafeAlloc(n, size, offset uintptr) unsafe.Pointer {
+	return a.Alloc(safeSize("SafeAlloc", n, size, offset))
+}
+
+// Strdup copies s into a new block followed by a NUL byte (estrdup).
+func (a *Shared) Strdup(s string) unsafe.Pointer { return a.copyString("Strdup", s) }
+
+// Strndup copies at most n bytes of s and a NUL byte (estrndup).
+func (a *Shared) Strndup(s string, n uintptr) unsafe.Pointer {
+	if n < uintptr(len(s)) {
+		s = s[:n]
+	}
+	return a.copyString("Strndup", s)
+}
+
+func (a *Shared) copyString(op string, s string) unsafe.Pointer {
+	n := uintptr(len(s))
+	if n+1 < n {
+		overflowError(op, 1, n, 1)
+	}
+	p := a.Alloc(n + 1)
+	b := unsafe.Slice((*byte)(p), n+1)
+	copy(b, s)
+	b[n] = 0
+	return p
+}
+
+// AllocBytes allocates n bytes as a slice whose capacity is the block.
+func (a *Shared) AllocBytes(n int) []byte {
+	if n < 0 {
+		fail(ErrOverflow, "AllocBytes", 0, "zmm: AllocBytes of negative size %d", n)
+	}
+	p := a.Alloc(uintptr(n))
+	return unsafe.Slice((*byte)(p), a.BlockSize(p))[:n]
+}
+
+// FreeBytes frees a slice that AllocBytes returned.
+func (a *Shared) FreeBytes(b []byte) {
+	if cap(b) == 0 {
+		return
+	}
+	a.Free(unsafe.Pointer(unsafe.SliceData(b)))
+}
+
+// Free gives a block back, whichever goroutine allocated it (efree).
+// Free(nil) does nothing; a bad pointer panics with a *Error as in
+// Heap.Free. The free of a small block of the calling P's heap takes the
+// heap's fast path; a block of a heap held elsewhere goes to that heap's
+// inbox.
+func (a *Shared) Free(p unsafe.Pointer) {
+	slot := uintptr(p) // untrusted: an integer from here on (see Heap.Free)
+	off := slot & (chunk.Size - 1)
+	pid := procPin()
+	if uint(pid) < sharedSlots {
+		if sl := a.slot(pid); sl.stop == 0 {
+			if sa := sl.st; sa != 0 {
+				// Heap.Free's fast-path test, and the block is not in an
+				// inbox.
+				s := (*heapState)(ptr(sa))
+				if s.own[ownSlot(slot)] == slot-off || s.fastFrame(slot) {
+					e := hdr(slot - off).Map[off>>chunk.PageShift&(chunk.Pages-1)]
+					bin := chunk.EntryBin(e) & 31
+					within := uint32(off&(chunk.PageSize-1)) + chunk.EntryIndex(e)<<chunk.PageShift
+					idx, exact := bins.ElementIndex(bin, within)
+					key := s.key
+					if e&chunk.MapKindMask == chunk.MapSmall && exact && idx < bins.Elements[bin] &&
+						!s.uncarved(bin, slot) && !isFree(slot, key, 0) && !remoteFreed(slot, key) {
+						writeLink(slot, s.free[bin], key, 0)
+						s.free[bin] = slot
+						s.size -= uintptr(bins.Size[bin])
+						procUnpin()
+						return
+					}
+				}
+			}
+		}
+	}
+	procUnpin()
+	a.freeSlow(slot)
+}
+
+//go:noinline
+func (a *Shared) freeSlow(addr uintptr) {
+	if addr == 0 {
+		return
+	}
+	a.checkOpen("Free")
+	o := a.ownerOf("Free", addr)
+	if h := a.takeIfSlotted(o.s); h != nil {
+		defer a.give(h)
+		h.freeOwned(addr)
+		return
+	}
+	a.pushRemote("Free", o, addr)
+}
+
+// Realloc changes the size of a block, as Heap.Realloc does. A block of
+// the calling P's heap is resized by that heap (in place where it can); a
+// block of another heap is copied into a new block of this P's and freed
+// remotely. If the new block cannot be had, p stays valid.
+func (a *Shared) Realloc(p unsafe.Pointer, size uintptr) unsafe.Pointer {
+	addr := uintptr(p)
+	if addr == 0 {
+		return a.Alloc(size)
+	}
+	a.checkOpen("Realloc")
+	o := a.ownerOf("Realloc", addr)
+	if h := a.takeIfSlotted(o.s); h != nil {
+		defer a.give(h)
+		h.checkNotRemote("Realloc", addr)
+		return h.Realloc(p, size)
+	}
+	old := a.sizeOf("Realloc", o.s, addr)
+	q := a.Alloc(size)
+	n := min(old, size)
+	if err := copyGuarded(uintptr(q), addr, n); err != nil {
+		a.Free(q)
+		fail(ErrInvalidPointer, "Realloc", addr, "zmm: Realloc(0x%x): invalid pointer: the block's memory was released while it was copied (freed by another goroutine meanwhile?)", addr)
+	}
+	if err := Try(func() { a.pushRemote("Realloc", o, addr) }); err != nil {
+		a.Free(q)
+		panic(err)
+	}
+	return q
+}
+
+// BlockSize returns the usable size of a block (zend_mem_block_size).
+func (a *Shared) BlockSize(p unsafe.Pointer) uintptr {
+	addr := uintptr(p)
+	a.checkOpen("BlockSize")
+	o := a.ownerOf("BlockSize", addr)
+	if h := a.takeIfSlotted(o.s); h != nil {
+		defer a.give(h)
+		h.checkNotRemote("BlockSize", addr)
+		return h.BlockSize(p)
+	}
+	return a.sizeOf("BlockSize", o.s, addr)
+}
+
+// Owns reports whether p points into memory one of the allocator's heaps
+// holds now (see Heap.Owns).
+func (a *Shared) Owns(p unsafe.Pointer) bool {
+	if a.closed.Load() {
+		return false
+	}
+	for _, h := range a.heaps.Load().hs {
+		if h.Owns(p) {
+			return true
+		}
+	}
+	return false
+}
+
+// Usage returns the bytes handed out and not freed, summed over the heaps
+// (memory_get_usage()); blocks freed remotely count until collected.
+func (a *Shared) Usage() uintptr {
+	var n uintptr
+	for _, h := range a.heaps.Load().hs {
+		n += atomic.LoadUintptr(&h.st.size)
+	}
+	return n
+}
+
+// PeakUsage returns the sum of the heaps' peak usages: at least the
+// allocator's peak.
+func (a *Shared) PeakUsage() uintptr {
+	var n uintptr
+	for _, h := range a.heaps.Load().hs {
+		n += atomic.LoadUintptr(&h.st.peak)
+	}
+	return n
+}
+
+// RealUsage returns the bytes mapped from the OS, summed over the heaps
+// (memory_get_usage(true)).
+func (a *Shared) RealUsage() uintptr {
+	var n uintptr
+	for _, h := range a.heaps.Load().hs {
+		n += atomic.LoadUintptr(&h.st.realSize)
+	}
+	return n
+}
+
+// RealPeakUsage returns the sum of the heaps' real peaks.
+func (a *Shared) RealPeakUsage() uintptr {
+	var n uintptr
+	for _, h := range a.heaps.Load().hs {
+		n += atomic.LoadUintptr(&h.st.realPeak)
+	}
+	return n
+}
+
+// SharedStats describes a shared allocator's heaps.
+type SharedStats struct {
+	// Heaps is how many heaps the allocator has made; Idle how many are in
+	// no P's slot and held by no goroutine right now.
+	Heaps, Idle int
+	// Collected counts the blocks freed remotely (into a heap held
+	// elsewhere) that their heaps have taken back.
+	Collected uint64
+}
+
+// SharedStats returns the allocator's figures, read without stopping it.
+func (a *Shared) SharedStats() SharedStats {
+	list := a.heaps.Load()
+	st := SharedStats{Heaps: len(list.hs)}
+	for _, h := range list.hs {
+		st.Collected += atomic.LoadUint64(&h.st.collected)
+	}
+	a.mu.Lock()
+	st.Idle = len(a.idle)
+	a.mu.Unlock()
+	return st
+}
+
+// GC collects every heap's inbox and runs Heap.GC on every heap, giving
+// what they do not use back to the OS; it returns the bytes. It holds every
+// heap while it runs: other calls wait for it, except the fast paths of
+// goroutines whose P already held a heap, which find none and wait too.
+func (a *Shared) GC() uintptr {
+	a.checkOpen("GC")
+	hs := a.stop()
+	defer a.resume(hs)
+	var n uintptr
+	for _, h := range hs {
+		a.collect(h)
+		n += h.GC()
+	}
+	return n
+}
+
+// Check collects every heap's inbox, checks every heap (Heap.Check), and
+// returns what it found together with the errors collections found since
+// the last Check (a remote free of a block that was never handed out, a
+// double free whose frees raced), or nil.
+func (a *Shared) Check() error {
+	a.checkOpen("Check")
+	hs := a.stop()
+	defer a.resume(hs)
+	var errs []error
+	for _, h := range hs {
+		a.collect(h)
+		if err := h.Check(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	a.mu.Lock()
+	errs = append(errs, a.late...)
+	if a.lateN > len(a.late) {
+		errs = append(errs, &Error{Kind: ErrCorrupted, Op: "Check", Msg: "zmm: and more errors found by collections"})
+	}
+	a.late, a.lateN = nil, 0
+	a.mu.Unlock()
+	return errors.Join(errs...)
+}
+
+// Close closes every heap and gives all the allocator's memory back to the
+// OS. No goroutine may use the allocator or its blocks afterwards: calls
+// panic with ErrClosed. Close is idempotent.
+func (a *Shared) Close() {
+	if a.closed.Swap(true) {
+		return
+	}
+	hs := a.stop()
+	a.heaps.Store(&sharedList{})
+	for _, h := range hs {
+		h.Close()
+	}
+	// The slots' stop flags stay up: every call takes the slow path, which
+	// reports ErrClosed.
+	a.mu.Lock()
+	a.stopping = false
+	a.cond.Broadcast()
+	a.mu.Unlock()
+}

@@ -1,0 +1,137 @@
+package zmm
+
+import (
+	"errors"
+	"sync"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func newTestShared(t testing.TB) *Shared {
+	t.Helper()
+	a, err := NewShared(WithDebug(false), WithAllocMode(ModeChunks))
+	require.NoError(t, err)
+	t.Cleanup(a.Close)
+	return a
+}
+
+// inboxLen counts the blocks waiting in s's inbox.
+func inboxLen(s *heapState) int {
+	n := 0
+	for b := *(*uintptr)(ptr(s.inbox)); b != 0; b = *(*uintptr)(ptr(b)) {
+		n++
+	}
+	return n
+}
+
+// TestSharedRemoteFree drives the remote path itself, which a test of the
+// API cannot choose: a block pushed onto its heap's inbox counts until its
+// heap collects it, and every way of freeing it again is a double free.
+func TestSharedRemoteFree(t *testing.T) {
+	a := newTestShared(t)
+	for _, size := range []uintptr{16, 100, 3072, 5000, MaxLargeSize, MaxLargeSize + 1, 3 << 20} {
+		p := a.Alloc(size)
+		addr := uintptr(p)
+		class := a.BlockSize(p)
+		o := a.ownerOf("Free", addr)
+		s := o.s
+		usage := a.Usage()
+		collected := a.SharedStats().Collected
+
+		a.pushRemote("Free", o, addr)
+		require.Equal(t, 1, inboxLen(s), "size %d", size)
+		assert.Equal(t, usage, a.Usage(), "a pending block counts until collected")
+
+		for name, f := range map[string]func(){
+			"remote":    func() { a.pushRemote("Free", o, addr) },
+			"Free":      func() { a.Free(p) },
+			"Realloc":   func() { a.Realloc(p, size*2) },
+			"BlockSize": func() { a.BlockSize(p) },
+		} {
+			err := Try(f)
+			assert.ErrorIs(t, err, ErrDoubleFree, "size %d, %s: %v", size, name, err)
+		}
+		require.Equal(t, 1, inboxLen(s), "the failed calls changed nothing")
+
+		require.NoError(t, a.Check()) // collects
+		assert.Equal(t, 0, inboxLen(s))
+		assert.Equal(t, usage-class, a.Usage(), "size %d", size)
+		assert.Equal(t, collected+1, a.SharedStats().Collected)
+		assert.ErrorIs(t, Try(func() { a.Free(p) }), ErrDoubleFree, "freed for good")
+	}
+	assert.Zero(t, a.Usage())
+}
+
+// TestSharedRemoteFreeOfUncarvedSlot: a slot that was never handed out
+// passes the remote checks (they cannot see the owner's carving), so its
+// heap finds it when collecting, and Check reports it.
+func TestSharedRemoteFreeOfUncarvedSlot(t *testing.T) {
+	a := newTestShared(t)
+	p := a.Alloc(64)
+	addr := uintptr(p)
+	o := a.ownerOf("Free", addr)
+	s := o.s
+	bin := smallBin(64)
+	require.NotZero(t, s.carveLeft[bin], "the run has uncarved slots")
+	never := s.carveNext[bin] + s.carveLeft[bin] - 64
+	a.pushRemote("Free", o, never)
+	err := a.Check()
+	require.Error(t, err)
+	assert.ErrorIs(t, err, ErrDoubleFree)
+	assert.Contains(t, err.Error(), "never handed out")
+	require.NoError(t, a.Check(), "reported once")
+	a.Free(p) // remote or not: Check's stop left no heap in a slot
+	require.NoError(t, a.Check())
+	assert.Zero(t, a.Usage())
+}
+
+// TestSharedRacingFrees: goroutines free the same blocks at once, through
+// the remote path; exactly one free of each block succeeds.
+func TestSharedRacingFrees(t *testing.T) {
+	a := newTestShared(t)
+	const blocks, racers = 2000, 4
+	sizes := []uintptr{16, 48, 512, 3000, 8192}
+	addrs := make([]uintptr, blocks)
+	for i := range addrs {
+		addrs[i] = uintptr(a.Alloc(sizes[i%len(sizes)]))
+	}
+	var ok, doubles [racers]int
+	var wg sync.WaitGroup
+	for r := range racers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for _, addr := range addrs {
+				o := a.ownerOf("Free", addr)
+				switch err := Try(func() { a.pushRemote("Free", o, addr) }); {
+				case err == nil:
+					ok[r]++
+				case errors.Is(err, ErrDoubleFree):
+					doubles[r]++
+				default:
+					t.Errorf("free of 0x%x: %v", addr, err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	total, totalDoubles := 0, 0
+	for r := range racers {
+		total += ok[r]
+		totalDoubles += doubles[r]
+	}
+	assert.Equal(t, blocks, total, "each block freed once")
+	assert.Equal(t, blocks*(racers-1), totalDoubles)
+	require.NoError(t, a.Check())
+	assert.Zero(t, a.Usage())
+	// Every block comes back once: a fresh allocation of them all gets
+	// distinct addresses.
+	seen := map[uintptr]bool{}
+	for i := range addrs {
+		q := uintptr(a.Alloc(sizes[i%len(sizes)]))
+		require.False(t, seen[q], "0x%x handed out twice", q)
+		seen[q] = true
+	}
+}
