@@ -43,9 +43,19 @@ func (h *Heap) Alloc(size uintptr) unsafe.Pointer {
 
 // Calloc returns a zeroed block of n*size bytes (ecalloc). The product is
 // checked: if it wraps, Calloc panics with ErrOverflow.
-func (h *Heap) Calloc(n, size uintptr) unsafe.Pointer {
+func (h *Heap) Calloc(n, size uintptr) unsafe.Pointer { return callocFrom(h, n, size) }
+
+// blockAllocator is what the helpers built on Alloc need: a *Heap or a
+// *Shared.
+type blockAllocator interface {
+	Alloc(size uintptr) unsafe.Pointer
+	BlockSize(p unsafe.Pointer) uintptr
+}
+
+// callocFrom is Calloc on a.
+func callocFrom[A blockAllocator](a A, n, size uintptr) unsafe.Pointer {
 	total := safeSize("Calloc", n, size, 0)
-	p := h.Alloc(total)
+	p := a.Alloc(total)
 	clear(unsafe.Slice((*byte)(p), total))
 	return p
 }
@@ -61,7 +71,7 @@ func (h *Heap) SafeAlloc(n, size, offset uintptr) unsafe.Pointer {
 // Strdup copies s into a new block followed by a NUL byte (estrdup) and
 // returns the block.
 func (h *Heap) Strdup(s string) unsafe.Pointer {
-	return h.copyString("Strdup", s)
+	return copyStringTo(h, "Strdup", s)
 }
 
 // Strndup copies at most n bytes of s into a new block followed by a NUL
@@ -75,15 +85,16 @@ func (h *Heap) Strndup(s string, n uintptr) unsafe.Pointer {
 	if n < uintptr(len(s)) {
 		s = s[:n]
 	}
-	return h.copyString("Strndup", s)
+	return copyStringTo(h, "Strndup", s)
 }
 
-func (h *Heap) copyString(op string, s string) unsafe.Pointer {
+// copyStringTo copies s and a NUL byte into a new block of a.
+func copyStringTo[A blockAllocator](a A, op string, s string) unsafe.Pointer {
 	n := uintptr(len(s))
 	if n+1 < n {
 		overflowError(op, 1, n, 1)
 	}
-	p := h.Alloc(n + 1)
+	p := a.Alloc(n + 1)
 	b := unsafe.Slice((*byte)(p), n+1)
 	copy(b, s)
 	b[n] = 0
@@ -99,12 +110,15 @@ func Bytes(p unsafe.Pointer, n int) []byte { return unsafe.Slice((*byte)(p), n) 
 // AllocBytes allocates n bytes and returns them as a slice of length n
 // whose capacity is the whole block (BlockSize). Free it with FreeBytes.
 // The same lifetime rules as Bytes apply.
-func (h *Heap) AllocBytes(n int) []byte {
+func (h *Heap) AllocBytes(n int) []byte { return allocBytesFrom(h, n) }
+
+// allocBytesFrom is AllocBytes on a.
+func allocBytesFrom[A blockAllocator](a A, n int) []byte {
 	if n < 0 {
 		fail(ErrOverflow, "AllocBytes", 0, "zmm: AllocBytes of negative size %d", n)
 	}
-	p := h.Alloc(uintptr(n))
-	return unsafe.Slice((*byte)(p), h.BlockSize(p))[:n]
+	p := a.Alloc(uintptr(n))
+	return unsafe.Slice((*byte)(p), a.BlockSize(p))[:n]
 }
 
 // FreeBytes frees a slice that AllocBytes (or Bytes of a block) returned.

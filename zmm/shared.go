@@ -204,12 +204,7 @@ func (a *Shared) allocSlow(size uintptr) unsafe.Pointer {
 }
 
 // Calloc returns a zeroed block of n*size bytes, checked (ecalloc).
-func (a *Shared) Calloc(n, size uintptr) unsafe.Pointer {
-	total := safeSize("Calloc", n, size, 0)
-	p := a.Alloc(total)
-	clear(unsafe.Slice((*byte)(p), total))
-	return p
-}
+func (a *Shared) Calloc(n, size uintptr) unsafe.Pointer { return callocFrom(a, n, size) }
 
 // SafeAlloc returns a block of n*size+offset bytes, checked (safe_emalloc).
 func (a *Shared) SafeAlloc(n, size, offset uintptr) unsafe.Pointer {
@@ -217,36 +212,18 @@ func (a *Shared) SafeAlloc(n, size, offset uintptr) unsafe.Pointer {
 }
 
 // Strdup copies s into a new block followed by a NUL byte (estrdup).
-func (a *Shared) Strdup(s string) unsafe.Pointer { return a.copyString("Strdup", s) }
+func (a *Shared) Strdup(s string) unsafe.Pointer { return copyStringTo(a, "Strdup", s) }
 
 // Strndup copies at most n bytes of s and a NUL byte (estrndup).
 func (a *Shared) Strndup(s string, n uintptr) unsafe.Pointer {
 	if n < uintptr(len(s)) {
 		s = s[:n]
 	}
-	return a.copyString("Strndup", s)
-}
-
-func (a *Shared) copyString(op string, s string) unsafe.Pointer {
-	n := uintptr(len(s))
-	if n+1 < n {
-		overflowError(op, 1, n, 1)
-	}
-	p := a.Alloc(n + 1)
-	b := unsafe.Slice((*byte)(p), n+1)
-	copy(b, s)
-	b[n] = 0
-	return p
+	return copyStringTo(a, "Strndup", s)
 }
 
 // AllocBytes allocates n bytes as a slice whose capacity is the block.
-func (a *Shared) AllocBytes(n int) []byte {
-	if n < 0 {
-		fail(ErrOverflow, "AllocBytes", 0, "zmm: AllocBytes of negative size %d", n)
-	}
-	p := a.Alloc(uintptr(n))
-	return unsafe.Slice((*byte)(p), a.BlockSize(p))[:n]
-}
+func (a *Shared) AllocBytes(n int) []byte { return allocBytesFrom(a, n) }
 
 // FreeBytes frees a slice that AllocBytes returned.
 func (a *Shared) FreeBytes(b []byte) {
@@ -268,8 +245,10 @@ func (a *Shared) Free(p unsafe.Pointer) {
 	if uint(pid) < sharedSlots {
 		if sl := a.slot(pid); sl.stop == 0 {
 			if sa := sl.st; sa != 0 {
-				// Heap.Free's fast-path test, and the block is not in an
-				// inbox.
+				// Heap.Free's fast-path test (keep the two in step:
+				// TestBadPointersAreReported and TestSharedBadPointers
+				// run the same pointers through both), and the block is
+				// not in an inbox.
 				s := (*heapState)(ptr(sa))
 				if s.own[ownSlot(slot)] == slot-off || s.fastFrame(slot) {
 					e := hdr(slot - off).Map[off>>chunk.PageShift&(chunk.Pages-1)]
@@ -367,39 +346,29 @@ func (a *Shared) Owns(p unsafe.Pointer) bool {
 
 // Usage returns the bytes handed out and not freed, summed over the heaps
 // (memory_get_usage()); blocks freed remotely count until collected.
-func (a *Shared) Usage() uintptr {
-	var n uintptr
-	for _, h := range a.heaps.Load().hs {
-		n += atomic.LoadUintptr(&h.st.size)
-	}
-	return n
-}
+func (a *Shared) Usage() uintptr { return a.sum(func(s *heapState) *uintptr { return &s.size }) }
 
 // PeakUsage returns the sum of the heaps' peak usages: at least the
 // allocator's peak.
-func (a *Shared) PeakUsage() uintptr {
-	var n uintptr
-	for _, h := range a.heaps.Load().hs {
-		n += atomic.LoadUintptr(&h.st.peak)
-	}
-	return n
-}
+func (a *Shared) PeakUsage() uintptr { return a.sum(func(s *heapState) *uintptr { return &s.peak }) }
 
 // RealUsage returns the bytes mapped from the OS, summed over the heaps
 // (memory_get_usage(true)).
 func (a *Shared) RealUsage() uintptr {
-	var n uintptr
-	for _, h := range a.heaps.Load().hs {
-		n += atomic.LoadUintptr(&h.st.realSize)
-	}
-	return n
+	return a.sum(func(s *heapState) *uintptr { return &s.realSize })
 }
 
 // RealPeakUsage returns the sum of the heaps' real peaks.
 func (a *Shared) RealPeakUsage() uintptr {
+	return a.sum(func(s *heapState) *uintptr { return &s.realPeak })
+}
+
+// sum adds up one figure of every heap, each read as the heap's holder
+// last wrote it.
+func (a *Shared) sum(field func(*heapState) *uintptr) uintptr {
 	var n uintptr
 	for _, h := range a.heaps.Load().hs {
-		n += atomic.LoadUintptr(&h.st.realPeak)
+		n += atomic.LoadUintptr(field(h.st))
 	}
 	return n
 }
