@@ -561,3 +561,64 @@ func TestFormatBytes(t *testing.T) {
 		assert.Equal(t, want, shortSize(n))
 	}
 }
+
+// TestRegisterShared: a shared allocator's heaps are served as name/i,
+// each snapshot taken with its inbox collected, while goroutines keep
+// allocating.
+func TestRegisterShared(t *testing.T) {
+	a, err := zmm.NewShared(zmm.WithDebug(false), zmm.WithAllocMode(zmm.ModeChunks), zmm.WithName("pool"))
+	require.NoError(t, err)
+	defer a.Close()
+	RegisterShared("pool", a)
+	defer Unregister("pool")
+
+	var blocks []unsafe.Pointer
+	for range 100 {
+		blocks = append(blocks, a.Alloc(200))
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { // another goroutine keeps using the allocator
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+				a.Free(a.Alloc(64))
+			}
+		}
+	}()
+	names := Heaps()
+	require.Contains(t, names, "pool/0")
+	var usage uint64
+	for _, name := range names {
+		if !strings.HasPrefix(name, "pool/") {
+			continue
+		}
+		s, err := Snapshot(name)
+		require.NoError(t, err, name)
+		assert.Equal(t, name, s.Name)
+		require.NoError(t, Validate(s))
+		usage += s.Stats.Usage
+	}
+	close(stop)
+	wg.Wait()
+	assert.GreaterOrEqual(t, usage, uint64(100*bins200()), "the 100 blocks are in the snapshots")
+
+	_, err = Snapshot("pool/99")
+	assert.Error(t, err)
+	_, err = Snapshot("nosuch/0")
+	assert.ErrorIs(t, err, ErrUnknownHeap)
+	for _, p := range blocks {
+		a.Free(p)
+	}
+}
+
+// bins200 is the class size of a 200-byte block.
+func bins200() uintptr {
+	h, _ := zmm.New(zmm.WithDebug(false), zmm.WithAllocMode(zmm.ModeChunks))
+	defer h.Close()
+	return h.BlockSize(h.Alloc(200))
+}

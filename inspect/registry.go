@@ -4,6 +4,8 @@ import (
 	"cmp"
 	"fmt"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 
 	"github.com/gozmm/zmm/zmm"
@@ -21,8 +23,9 @@ type registered struct {
 }
 
 var registry struct {
-	mu    sync.Mutex
-	heaps map[string]registered
+	mu     sync.Mutex
+	heaps  map[string]registered
+	shared map[string]*zmm.Shared
 }
 
 // Register makes h visible to the handler under name, replacing a heap
@@ -52,21 +55,69 @@ func Register(name string, h *zmm.Heap, mu sync.Locker) {
 	registry.heaps[name] = registered{h, mu}
 }
 
-// Unregister removes the heap registered under name, if any.
+// RegisterShared makes the heaps of a shared allocator visible to the
+// handler as name/0, name/1, … (one per heap it has made so far). No lock
+// is needed: a snapshot holds the allocator's heaps for its length, as
+// a.GC does. The allocator must be unregistered before it is closed.
+//
+// RegisterShared panics on an empty or reserved name and on a nil
+// allocator.
+func RegisterShared(name string, a *zmm.Shared) {
+	switch {
+	case name == "":
+		panic("inspect: RegisterShared with an empty name")
+	case name == Default || name == Persistent:
+		panic(fmt.Sprintf("inspect: RegisterShared(%q): the name is reserved for zmm's own heap", name))
+	case a == nil:
+		panic(fmt.Sprintf("inspect: RegisterShared(%q) with a nil allocator", name))
+	}
+	registry.mu.Lock()
+	defer registry.mu.Unlock()
+	if registry.shared == nil {
+		registry.shared = map[string]*zmm.Shared{}
+	}
+	registry.shared[name] = a
+}
+
+// Unregister removes the heap or shared allocator registered under name,
+// if any.
 func Unregister(name string) {
 	registry.mu.Lock()
 	defer registry.mu.Unlock()
 	delete(registry.heaps, name)
+	delete(registry.shared, name)
+}
+
+// sharedHeap resolves name/i to a registered shared allocator and i.
+func sharedHeap(name string) (*zmm.Shared, int, bool) {
+	slash := strings.LastIndexByte(name, '/')
+	if slash < 0 {
+		return nil, 0, false
+	}
+	i, err := strconv.Atoi(name[slash+1:])
+	if err != nil || i < 0 {
+		return nil, 0, false
+	}
+	registry.mu.Lock()
+	a, ok := registry.shared[name[:slash]]
+	registry.mu.Unlock()
+	return a, i, ok
 }
 
 // Heaps returns the names of the heaps the handler serves: "default",
-// "persistent", then the registered ones in order.
+// "persistent", then the registered ones in order (a shared allocator's
+// heaps as name/0, name/1, …).
 func Heaps() []string {
 	registry.mu.Lock()
 	defer registry.mu.Unlock()
 	names := make([]string, 0, 2+len(registry.heaps))
 	for name := range registry.heaps {
 		names = append(names, name)
+	}
+	for name, a := range registry.shared {
+		for i := range a.SharedStats().Heaps {
+			names = append(names, fmt.Sprintf("%s/%d", name, i))
+		}
 	}
 	slices.SortFunc(names, cmp.Compare)
 	return append([]string{Default, Persistent}, names...)
@@ -89,6 +140,14 @@ func Snapshot(name string) (*zmm.Snapshot, error) {
 	r, ok := registry.heaps[name]
 	registry.mu.Unlock()
 	if !ok {
+		if a, i, shared := sharedHeap(name); shared {
+			s, err := a.HeapSnapshot(i)
+			if err != nil {
+				return nil, fmt.Errorf("inspect: heap %q: %w", name, err)
+			}
+			s.Name = name
+			return s, nil
+		}
 		return nil, fmt.Errorf("%w %q", ErrUnknownHeap, name)
 	}
 	var s *zmm.Snapshot

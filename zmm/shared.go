@@ -2,6 +2,7 @@ package zmm
 
 import (
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"unsafe"
@@ -42,9 +43,11 @@ import (
 // RealPeakUsage are the sums of the heaps' peaks: an upper bound of the
 // allocator's peak.
 //
-// Not yet: debug mode, system and guard modes, storages and the memory
-// limit (NewShared refuses those options), Snapshot, Leaks and the typed
-// helpers. Blocks hold plain bytes; never store a Go pointer in one.
+// Each heap can be looked at with HeapSnapshot (and served by
+// inspect.RegisterShared). Not yet: debug mode, system and guard modes,
+// storages and the memory limit (NewShared refuses those options), Leaks
+// and the typed helpers. Blocks hold plain bytes; never store a Go pointer
+// in one.
 type Shared struct {
 	// tab is the slot table: per P id, a sharedSlot (sharedheaps.go). It
 	// is mapped memory, so that its plain loads and stores are seen by no
@@ -394,6 +397,27 @@ func (a *Shared) SharedStats() SharedStats {
 	st.Idle = len(a.idle)
 	a.mu.Unlock()
 	return st
+}
+
+// HeapSnapshot takes a snapshot of the allocator's heap i, 0 ≤ i <
+// SharedStats().Heaps, after collecting its inbox (see Heap.Snapshot). It
+// holds every heap meanwhile, as GC does. The snapshot is named after the
+// allocator and the heap ("name/i").
+func (a *Shared) HeapSnapshot(i int) (*Snapshot, error) {
+	var snap *Snapshot
+	err := Try(func() {
+		a.checkOpen("Snapshot")
+		hs := a.stop()
+		defer a.resume(hs)
+		list := a.heaps.Load().hs
+		if i < 0 || i >= len(list) {
+			fail(ErrConfig, "Snapshot", 0, "zmm: Snapshot of heap %d of a shared allocator with %d heaps", i, len(list))
+		}
+		a.collect(list[i])
+		snap = list[i].Snapshot()
+		snap.Name = fmt.Sprintf("%s/%d", a.name, i)
+	})
+	return snap, err
 }
 
 // GC collects every heap's inbox and runs Heap.GC on every heap, giving

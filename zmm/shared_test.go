@@ -338,3 +338,18 @@ func ExampleShared() {
 	fmt.Println("in use:", a.Usage())
 	// Output: in use: 0
 }
+
+func TestSharedHeapSnapshot(t *testing.T) {
+	a := newShared(t, zmm.WithName("snap"))
+	p := a.Alloc(100)
+	s, err := a.HeapSnapshot(0)
+	require.NoError(t, err)
+	assert.Equal(t, "snap/0", s.Name)
+	assert.Equal(t, uint64(a.BlockSize(p)), s.Stats.Usage)
+	_, err = a.HeapSnapshot(1)
+	assert.ErrorIs(t, err, zmm.ErrConfig)
+	a.Free(p)
+	a.Close()
+	_, err = a.HeapSnapshot(0)
+	assert.ErrorIs(t, err, zmm.ErrClosed)
+}
