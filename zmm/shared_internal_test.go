@@ -4,6 +4,7 @@ import (
 	"errors"
 	"sync"
 	"testing"
+	"unsafe"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -134,4 +135,32 @@ func TestSharedRacingFrees(t *testing.T) {
 		require.False(t, seen[q], "0x%x handed out twice", q)
 		seen[q] = true
 	}
+}
+
+// TestSharedAdoptsStrandedHeaps: a heap left in the slot of a P that no
+// longer exists (GOMAXPROCS went down) is adopted when a heap is needed,
+// instead of a new one being made, and the blocks freed into it meanwhile
+// are collected.
+func TestSharedAdoptsStrandedHeaps(t *testing.T) {
+	a := newTestShared(t)
+	p := a.Alloc(64)
+	class := a.BlockSize(p)
+	hs := a.stop()
+	require.Len(t, hs, 1)
+	stranded := sharedSlots - 1 // no P has this id here
+	a.slot(stranded).st = uintptr(unsafe.Pointer(hs[0].st))
+	hs[0].st.held = 0
+	a.resume(nil)
+
+	a.Free(p) // its heap is in no slot of ours: a remote free
+	require.Equal(t, 1, inboxLen(hs[0].st))
+	assert.Equal(t, class, a.Usage())
+
+	q := a.Alloc(1 << 20) // a slow path with nothing idle: adopts
+	assert.Equal(t, 1, a.SharedStats().Heaps, "no new heap was made")
+	assert.Zero(t, a.slot(stranded).st)
+	assert.Equal(t, a.BlockSize(q), a.Usage(), "the remote free was collected")
+	a.Free(q)
+	require.NoError(t, a.Check())
+	assert.Zero(t, a.Usage())
 }
