@@ -6,7 +6,13 @@ package fuzz
 // per operation: allocate (a small, large or huge size), free one of its
 // blocks, reallocate one, hand one to the exchange, take one from the
 // exchange and free it (most likely a remote free), free an interior
-// pointer (an error, and nothing changes), GC, Check.
+// pointer (an error, and nothing changes), GC, Check. With the first byte's
+// top bit set the allocator has a 48 MiB limit: an allocation or a realloc
+// it refuses must fail with ErrMemoryLimit and change nothing, and the
+// allocator's RealPeakUsage must never pass the limit. With the first byte's
+// top bit set the allocator has a 48 MiB limit: an allocation or a realloc
+// it refuses must fail with ErrMemoryLimit and change nothing, and the
+// allocator's RealPeakUsage must never pass the limit.
 //
 // Every block holds a pattern of its id in its first bytes, checked when
 // it is freed, reallocated or taken; a set of live addresses catches a
@@ -27,6 +33,7 @@ import (
 func FuzzShared(f *testing.F) {
 	f.Add([]byte{0x13, 0, 1, 0, 2, 0, 3, 3, 0, 4, 1, 5, 0, 4, 2, 0, 9, 3, 1, 6, 0, 7, 0})
 	f.Add([]byte{0x21, 0, 200, 0, 100, 3, 0, 3, 1, 4, 0, 4, 0, 2, 0, 2, 1, 0, 255, 8, 0})
+	f.Add([]byte{0xa3, 0, 255, 0, 254, 0, 253, 0, 252, 4, 250, 3, 0, 4, 251, 0, 255})
 	seq := []byte{0x32}
 	for i := range 120 {
 		seq = append(seq, byte(i%7), byte(i*37))
@@ -80,12 +87,16 @@ func sharedFuzzSize(x byte) uintptr {
 }
 
 func sharedExec(t *testing.T, data []byte) {
-	a, err := zmm.NewShared(zmm.WithDebug(false), zmm.WithAllocMode(zmm.ModeChunks))
+	limit := zmm.Unlimited
+	if data[0]&0x80 != 0 {
+		limit = 48 << 20
+	}
+	a, err := zmm.NewShared(zmm.WithDebug(false), zmm.WithAllocMode(zmm.ModeChunks), zmm.WithLimit(limit))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer a.Close()
-	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1 + int(data[0]>>4)%4))
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1 + int(data[0]>>4&7)%4))
 	workers := 2 + int(data[0]&0xf)%4
 	progs := make([][]byte, workers)
 	for i := 1; i+1 < len(data); i += 2 {
@@ -134,7 +145,14 @@ func sharedExec(t *testing.T, data []byte) {
 				switch {
 				case op <= 2 || len(mine) == 0 && op <= 6:
 					size := sharedFuzzSize(x)
-					mine = append(mine, born(a.Alloc(size), size))
+					var p unsafe.Pointer
+					if err := zmm.Try(func() { p = a.Alloc(size) }); err != nil {
+						if !errors.Is(err, zmm.ErrMemoryLimit) || limit == zmm.Unlimited {
+							fail("Alloc(%d): %v", size, err)
+						}
+						continue
+					}
+					mine = append(mine, born(p, size))
 				case op == 3:
 					j := pick(x)
 					dies(mine[j], "Free")
@@ -145,7 +163,19 @@ func sharedExec(t *testing.T, data []byte) {
 					b := mine[j]
 					size := sharedFuzzSize(x ^ 0x5a)
 					dies(b, "Realloc")
-					q := a.Realloc(b.p, size)
+					var q unsafe.Pointer
+					if err := zmm.Try(func() { q = a.Realloc(b.p, size) }); err != nil {
+						if !errors.Is(err, zmm.ErrMemoryLimit) || limit == zmm.Unlimited {
+							fail("Realloc(%d): %v", size, err)
+						}
+						if !b.intact(b.size) {
+							fail("a refused Realloc changed block %d", b.id)
+						}
+						mu.Lock()
+						live[uintptr(b.p)] = b.id // still ours: nothing was freed
+						mu.Unlock()
+						continue
+					}
 					if kept := (sharedFuzzBlock{p: q, size: b.size, id: b.id}); !kept.intact(size) {
 						fail("Realloc of block %d (%d -> %d bytes) lost its bytes", b.id, b.size, size)
 					}
@@ -208,5 +238,8 @@ func sharedExec(t *testing.T, data []byte) {
 	}
 	if u := a.Usage(); u != 0 {
 		t.Fatalf("Usage %d after every block was freed and collected", u)
+	}
+	if p := a.RealPeakUsage(); p > limit {
+		t.Fatalf("RealPeakUsage %d passed the limit %d", p, limit)
 	}
 }

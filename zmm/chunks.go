@@ -158,7 +158,7 @@ func (s *heapState) deleteChunk(c *chunk.Header) {
 		s.cacheChunk(c)
 		return
 	}
-	s.realSize -= chunk.Size
+	s.unmapped(chunk.Size)
 	if s.cached == 0 {
 		if s.chunks != s.deleteBoundary {
 			s.deleteBoundary, s.deleteCount = s.chunks, 0
@@ -211,7 +211,7 @@ func (s *heapState) unmapCachedChunk() {
 	addr := s.cached
 	s.cached = hdr(addr).Next
 	s.cachedChunks--
-	s.realSize -= chunk.Size
+	s.unmapped(chunk.Size)
 	s.unmapChunk(addr)
 }
 

@@ -76,7 +76,7 @@ func (s *heapState) gc(op string, release bool) uintptr {
 			s.unindexChunk(c)
 			s.unlink(c)
 			s.chunks--
-			s.realSize -= chunk.Size
+			s.unmapped(chunk.Size)
 			s.unmapChunk(c.Base())
 			freed += chunk.Size
 		} else {

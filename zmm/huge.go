@@ -54,7 +54,7 @@ func (s *heapState) reallocHuge(idx uint32, size uintptr) unsafe.Pointer {
 			return nil
 		}
 		d := r.size - newSize
-		s.realSize -= d
+		s.unmapped(d)
 		s.size -= d
 		r.size = newSize
 		return ptr(r.addr)
@@ -70,6 +70,7 @@ func (s *heapState) reallocHuge(idx uint32, size uintptr) unsafe.Pointer {
 		q, err := s.moveChunks(r.addr, r.size, newSize)
 		if err != nil {
 			s.setHugeFrames(r.addr, r.size, idx, 0)
+			s.unadmit(delta)
 			return nil
 		}
 		r.addr = q

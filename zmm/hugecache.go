@@ -134,7 +134,7 @@ func (s *heapState) unmapHuge(r hugeRec) {
 	if err := s.unmapChunks(r.addr, r.size); err != nil {
 		fail(ErrCorrupted, "munmap", r.addr, "zmm: munmap of huge block 0x%x failed: %v", r.addr, err)
 	}
-	s.realSize -= r.size
+	s.unmapped(r.size)
 }
 
 // takeCachedHuge returns a cached mapping for a block of size bytes and
@@ -164,7 +164,7 @@ func (s *heapState) takeCachedHuge(size uintptr) (addr, mapped uintptr) {
 			s.unmapHuge(r)
 			return 0, 0
 		}
-		s.realSize -= r.size - size
+		s.unmapped(r.size - size)
 		r.size = size
 	}
 	return r.addr, r.size

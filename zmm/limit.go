@@ -54,18 +54,18 @@ func (s *heapState) takePages(n uint32, op string, tried uintptr) (*chunk.Header
 				c = hdr(c.Next)
 			}
 		}
-		if s.cached == 0 && s.overLimit(chunk.Size) {
+		// A chunk from the cache, or a new mapping; its slot in the run
+		// index first, so that a chunk is never mapped without one.
+		s.reserveSlot(op)
+		if s.cached == 0 && !s.admit(chunk.Size) {
 			// Give back what is cached or empty, then look again: the
 			// collection may have emptied pages in the chunks we have.
 			if !retried && s.gc(op, false) > 0 {
 				retried = true
 				continue
 			}
-			limitError(op, s.limit, tried)
+			limitError(op, s.currentLimit(), tried)
 		}
-		// A chunk from the cache, or a new mapping; its slot in the run
-		// index first, so that a chunk is never mapped without one.
-		s.reserveSlot(op)
 		c := s.takeCachedChunk()
 		if c == nil {
 			c = chunk.At(s.mapMemory(chunk.Size, op, tried))
@@ -78,31 +78,70 @@ func (s *heapState) takePages(n uint32, op string, tried uintptr) (*chunk.Header
 	}
 }
 
-// reserve checks the limit before need bytes are mapped, collecting cached
-// and empty memory first if that helps (the Zend MM's gc-and-retry).
+// reserve admits need bytes about to be mapped, collecting cached and
+// empty memory first if that helps (the Zend MM's gc-and-retry), or
+// reports the limit.
 func (s *heapState) reserve(need uintptr, op string, tried uintptr) {
-	if s.overLimit(need) {
+	if !s.admit(need) {
 		s.gc(op, false)
-		if s.overLimit(need) {
-			limitError(op, s.limit, tried)
+		if !s.admit(need) {
+			limitError(op, s.currentLimit(), tried)
 		}
 	}
 }
 
-// mapMemory maps size bytes aligned to a chunk, retrying once after a
-// collection, and reports the Zend MM's out-of-memory error on failure.
-// A heap over a storage names the storage and its reason in the message.
+// admit reports whether the limit allows need more bytes to be mapped. A
+// heap of a Shared allocator takes them from the allocator's budget there
+// and then, atomically, so that heaps mapping at the same moment cannot
+// pass the limit together; every path that admitted bytes and does not map
+// them gives them back (unadmit), and every unmapping goes through
+// unmapped. Any other heap only checks its own limit.
+func (s *heapState) admit(need uintptr) bool {
+	if s.budget == 0 {
+		return !s.overLimit(need)
+	}
+	return budgetAt(s.budget).take(need)
+}
+
+// unadmit gives back bytes admitted and not mapped.
+func (s *heapState) unadmit(n uintptr) {
+	if s.budget != 0 {
+		budgetAt(s.budget).give(n)
+	}
+}
+
+// unmapped accounts for n bytes given back to the OS.
+func (s *heapState) unmapped(n uintptr) {
+	s.realSize -= n
+	s.unadmit(n)
+}
+
+// currentLimit is the limit the heap maps under: its own, or its shared
+// allocator's.
+func (s *heapState) currentLimit() uintptr {
+	if s.budget == 0 {
+		return s.limit
+	}
+	return budgetAt(s.budget).limitNow()
+}
+
+// mapMemory maps size admitted bytes aligned to a chunk, retrying once
+// after a collection, and reports the Zend MM's out-of-memory error on
+// failure (giving the admitted bytes back). A heap over a storage names
+// the storage and its reason in the message.
 func (s *heapState) mapMemory(size uintptr, op string, tried uintptr) unsafe.Pointer {
 	p, err := s.mapChunks(size)
 	if err != nil {
 		s.gc(op, false)
 		p, err = s.mapChunks(size)
 		if err != nil {
+			s.unadmit(size)
 			s.oom(op, tried, err)
 		}
 	}
 	if !frames.Addressable(p, size) {
 		_ = s.unmapChunks(p, size)
+		s.unadmit(size)
 		s.oom(op, tried, fmt.Errorf("address %#x beyond 2^%d", p, frames.AddressBits))
 	}
 	return ptr(p)

@@ -142,7 +142,7 @@ func (d *debugState) quarantineHuge(s *heapState, r hugeRec) {
 		s.unmapHuge(r)
 		return
 	}
-	s.realSize -= r.size
+	s.unmapped(r.size)
 	for d.quarantineN == len(d.quarantine) || d.quarantineN > 0 && d.quarantineBytes+r.size > quarantineMaxBytes {
 		old := d.quarantine[0]
 		copy(d.quarantine[:], d.quarantine[1:d.quarantineN])

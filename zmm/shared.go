@@ -37,17 +37,22 @@ import (
 // other within nanoseconds, one of them on the owner's P, are found when
 // the owner collects its inbox; Check reports them.)
 //
-// Statistics are sums over the heaps, read without stopping them: each
-// heap's figure is exact as of its last completed call, and a block freed
-// remotely counts in Usage until its heap collects it. PeakUsage and
-// RealPeakUsage are the sums of the heaps' peaks: an upper bound of the
-// allocator's peak.
+// The memory limit (WithLimit, SetLimit) is the allocator's: its heaps map
+// against one budget, taken atomically before a chunk or a huge block is
+// mapped, so it is exact at that granularity whatever the goroutines do at
+// once, and a call that would pass it collects every heap and retries
+// before it fails with Zend's message.
+//
+// RealUsage and RealPeakUsage are the budget's, exact. Usage sums the
+// heaps' figures, read without stopping them: each is exact as of the
+// heap's last completed call, and a block freed remotely counts until its
+// heap collects it; PeakUsage is the sum of the heaps' peaks, an upper
+// bound of the allocator's.
 //
 // Each heap can be looked at with HeapSnapshot (and served by
-// inspect.RegisterShared). Not yet: debug mode, system and guard modes,
-// storages and the memory limit (NewShared refuses those options), Leaks
-// and the typed helpers. Blocks hold plain bytes; never store a Go pointer
-// in one.
+// inspect.RegisterShared). Not yet: debug mode, system and guard modes and
+// storages (NewShared refuses those options), Leaks and the typed helpers.
+// Blocks hold plain bytes; never store a Go pointer in one.
 type Shared struct {
 	// tab is the slot table: per P id, a sharedSlot (sharedheaps.go). It
 	// is mapped memory, so that its plain loads and stores are seen by no
@@ -88,12 +93,17 @@ type sharedSlot struct {
 	_    [64 - 12]byte
 }
 
-// slotTableSize is the table's mapping, whole OS pages: the slots, then
-// an inbox word per heap, each on a cache line of its own.
+// slotTableSize is the table's mapping, whole OS pages: the slots, an
+// inbox word per heap, each on a cache line of its own, and the budget.
 func slotTableSize() uintptr {
-	n := uintptr(sharedSlots)*unsafe.Sizeof(sharedSlot{}) + maxSharedHeaps*64
+	n := uintptr(sharedSlots)*unsafe.Sizeof(sharedSlot{}) + maxSharedHeaps*64 + budgetSize
 	ps := chunk.OSPageSize()
 	return (n + ps - 1) &^ (ps - 1)
+}
+
+// budget returns the allocator's memory budget (sharedbudget.go).
+func (a *Shared) budget() *sharedBudget {
+	return budgetAt(a.inboxAt(maxSharedHeaps))
 }
 
 // inboxAt returns the address of the inbox word of heap i.
@@ -144,17 +154,19 @@ func NewShared(opts ...Option) (*Shared, error) {
 		unsupported = cfg.mode.String() + " mode (WithAllocMode, ZMM_ALLOC)"
 	case cfg.storage != nil:
 		unsupported = "a storage (WithStorage)"
-	case cfg.limit != Unlimited:
-		unsupported = "a memory limit (WithLimit)"
 	}
 	if unsupported != "" {
 		return nil, &Error{Kind: ErrConfig, Op: "NewShared", Msg: "zmm: NewShared does not support " + unsupported + " yet"}
+	}
+	if cfg.limit < chunk.Size {
+		return nil, &Error{Kind: ErrMemoryLimit, Op: "NewShared", Msg: failedLimitMsg(cfg.limit, chunk.Size)}
 	}
 	tab, err := chunk.Map(slotTableSize(), chunk.OSPageSize())
 	if err != nil {
 		return nil, &Error{Kind: ErrOutOfMemory, Op: "NewShared", Msg: "zmm: NewShared: mapping the slot table: " + err.Error()}
 	}
 	a := &Shared{id: lastSharedID.Add(1), name: cfg.name, tab: uintptr(tab)}
+	a.budget().limit = cfg.limit
 	a.cond.L = &a.mu
 	a.heaps.Store(&sharedList{})
 	return a, nil
@@ -200,10 +212,45 @@ func (a *Shared) Alloc(size uintptr) unsafe.Pointer {
 }
 
 //go:noinline
-func (a *Shared) allocSlow(size uintptr) unsafe.Pointer {
-	h := a.take("Alloc")
-	defer a.give(h)
-	return h.Alloc(size)
+func (a *Shared) allocSlow(size uintptr) (p unsafe.Pointer) {
+	a.retryOverLimit(size, func(h *Heap) { p = h.Alloc(size) })
+	return p
+}
+
+// retryOverLimit runs f on a heap taken for it. If f reaches the memory
+// limit, which it did after collecting its own heap, every heap is
+// collected (GC) and f runs once more, as the Zend MM collects and retries
+// before it gives up; the second failure is reported. f must change
+// nothing when it fails (every heap call keeps that promise).
+func (a *Shared) retryOverLimit(tried uintptr, f func(h *Heap)) {
+	for retried := false; ; retried = true {
+		h := a.take("Alloc", tried)
+		err := a.runHeld(h, f)
+		if err == nil {
+			return
+		}
+		if retried || a.budget().limitNow() == Unlimited {
+			panic(err)
+		}
+		a.GC()
+	}
+}
+
+// runHeld runs f on h, which the caller took, gives h back, and returns
+// the limit error f panicked with, if any; other panics go on.
+func (a *Shared) runHeld(h *Heap, f func(h *Heap)) (err *Error) {
+	defer func() {
+		a.give(h)
+		if r := recover(); r != nil {
+			if e, ok := r.(*Error); ok && e.Kind == ErrMemoryLimit {
+				err = e
+				return
+			}
+			panic(r)
+		}
+	}()
+	f(h)
+	return nil
 }
 
 // Calloc returns a zeroed block of n*size bytes, checked (ecalloc).
@@ -302,9 +349,21 @@ func (a *Shared) Realloc(p unsafe.Pointer, size uintptr) unsafe.Pointer {
 	a.checkOpen("Realloc")
 	o := a.ownerOf("Realloc", addr)
 	if h := a.takeIfSlotted(o.s); h != nil {
-		defer a.give(h)
-		h.checkNotRemote("Realloc", addr)
-		return h.Realloc(p, size)
+		var q unsafe.Pointer
+		err := a.runHeld(h, func(h *Heap) {
+			h.checkNotRemote("Realloc", addr)
+			q = h.Realloc(p, size)
+		})
+		if err == nil {
+			return q
+		}
+		if a.budget().limitNow() == Unlimited {
+			panic(err)
+		}
+		// Over the limit: collect every heap and try again, moving the
+		// block if its heap is no longer at hand.
+		a.GC()
+		return a.Realloc(p, size)
 	}
 	old := a.sizeOf("Realloc", o.s, addr)
 	q := a.Alloc(size)
@@ -355,15 +414,36 @@ func (a *Shared) Usage() uintptr { return a.sum(func(s *heapState) *uintptr { re
 // allocator's peak.
 func (a *Shared) PeakUsage() uintptr { return a.sum(func(s *heapState) *uintptr { return &s.peak }) }
 
-// RealUsage returns the bytes mapped from the OS, summed over the heaps
-// (memory_get_usage(true)).
-func (a *Shared) RealUsage() uintptr {
-	return a.sum(func(s *heapState) *uintptr { return &s.realSize })
-}
+// RealUsage returns the bytes mapped from the OS by all the heaps
+// (memory_get_usage(true)): the allocator's budget, exact at any time. The
+// memory limit applies to it.
+func (a *Shared) RealUsage() uintptr { return atomic.LoadUintptr(&a.budget().real) }
 
-// RealPeakUsage returns the sum of the heaps' real peaks.
-func (a *Shared) RealPeakUsage() uintptr {
-	return a.sum(func(s *heapState) *uintptr { return &s.realPeak })
+// RealPeakUsage returns the highest RealUsage.
+func (a *Shared) RealPeakUsage() uintptr { return atomic.LoadUintptr(&a.budget().peak) }
+
+// Limit returns the memory limit (Unlimited when there is none).
+func (a *Shared) Limit() uintptr { return a.budget().limitNow() }
+
+// SetLimit sets the memory limit of the whole allocator: every heap maps
+// against it, and a mapping that would pass it fails, after a collection
+// of every heap, with Zend's message (ErrMemoryLimit). A limit below
+// RealUsage is accepted if collecting every heap brings the usage under
+// it; otherwise SetLimit returns Zend's "Failed to set memory limit" error
+// and the limit stays as it was.
+func (a *Shared) SetLimit(limit uintptr) error {
+	a.checkOpen("SetLimit")
+	b := a.budget()
+	old := b.limitNow()
+	atomic.StoreUintptr(&b.limit, limit)
+	if a.RealUsage() > limit {
+		a.GC()
+		if real := a.RealUsage(); real > limit {
+			atomic.StoreUintptr(&b.limit, old)
+			return &Error{Kind: ErrMemoryLimit, Op: "SetLimit", Msg: failedLimitMsg(limit, real)}
+		}
+	}
+	return nil
 }
 
 // sum adds up one figure of every heap, each read as the heap's holder
@@ -445,11 +525,18 @@ func (a *Shared) Check() error {
 	hs := a.stop()
 	defer a.resume(hs)
 	var errs []error
+	var mapped uintptr
 	for _, h := range hs {
 		a.collect(h)
 		if err := h.Check(); err != nil {
 			errs = append(errs, err)
 		}
+		mapped += h.st.realSize
+	}
+	// Every heap is held here, so no mapping is under way: the budget
+	// must be exactly what the heaps have mapped.
+	if real := a.RealUsage(); real != mapped {
+		errs = append(errs, &Error{Kind: ErrCorrupted, Op: "Check", Msg: fmt.Sprintf("zmm: shared allocator corrupted: its budget counts %d bytes mapped, its heaps %d", real, mapped)})
 	}
 	a.mu.Lock()
 	errs = append(errs, a.late...)

@@ -1,6 +1,7 @@
 package zmm_test
 
 import (
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"runtime"
@@ -105,7 +106,6 @@ func TestSharedOptionsAndClose(t *testing.T) {
 	for name, opt := range map[string]zmm.Option{
 		"debug":   zmm.WithDebug(true),
 		"system":  zmm.WithAllocMode(zmm.ModeSystem),
-		"limit":   zmm.WithLimit(64 << 20),
 		"storage": zmm.WithStorage(newRegion(t, 8)),
 	} {
 		_, err := zmm.NewShared(append(layout(), opt)...)
@@ -352,4 +352,94 @@ func TestSharedHeapSnapshot(t *testing.T) {
 	a.Close()
 	_, err = a.HeapSnapshot(0)
 	assert.ErrorIs(t, err, zmm.ErrClosed)
+}
+
+// TestSharedLimit: the limit holds for the whole allocator, exactly, with
+// Zend's message, and a failed call changes nothing.
+func TestSharedLimit(t *testing.T) {
+	_, err := zmm.NewShared(layout(zmm.WithLimit(1 << 20))...)
+	assert.ErrorIs(t, err, zmm.ErrMemoryLimit)
+
+	const limit = 24 << 20
+	a := newShared(t, zmm.WithLimit(limit))
+	assert.Equal(t, uintptr(limit), a.Limit())
+	var blocks []unsafe.Pointer
+	var e *zmm.Error
+	for {
+		var p unsafe.Pointer
+		if err := zmm.Try(func() { p = a.Alloc(3 << 20) }); err != nil {
+			require.ErrorAs(t, err, &e)
+			break
+		}
+		blocks = append(blocks, p)
+	}
+	assert.ErrorIs(t, e, zmm.ErrMemoryLimit)
+	assert.Equal(t, fmt.Sprintf("Allowed memory size of %d bytes exhausted (tried to allocate %d bytes)", limit, 3<<20), e.Msg)
+	assert.LessOrEqual(t, a.RealUsage(), uintptr(limit))
+	assert.LessOrEqual(t, a.RealPeakUsage(), uintptr(limit))
+	assert.NotEmpty(t, blocks)
+
+	// A realloc past the limit fails and keeps the block.
+	fill(blocks[0], 4096, 3)
+	re := catch(t, func() { a.Realloc(blocks[0], 20<<20) })
+	assert.ErrorIs(t, re, zmm.ErrMemoryLimit)
+	assert.True(t, holds(blocks[0], 4096, 3))
+
+	// Lowering the limit below what is live is refused, and changes nothing.
+	err = a.SetLimit(4 << 20)
+	assert.ErrorIs(t, err, zmm.ErrMemoryLimit)
+	assert.ErrorContains(t, err, "Failed to set memory limit to 4194304 bytes (Current memory usage is")
+	assert.Equal(t, uintptr(limit), a.Limit())
+
+	for _, p := range blocks {
+		a.Free(p)
+	}
+	require.NoError(t, a.Check())
+	// Now what is mapped is cache: a lower limit is accepted after the
+	// collection.
+	require.NoError(t, a.SetLimit(8<<20))
+	assert.LessOrEqual(t, a.RealUsage(), uintptr(8<<20))
+	a.Free(a.Alloc(3 << 20))
+	assert.Zero(t, a.Usage())
+}
+
+// TestSharedLimitIsExactUnderConcurrency: goroutines on every P map at
+// once; the budget never lets them pass the limit together.
+func TestSharedLimitIsExactUnderConcurrency(t *testing.T) {
+	const limit = 64 << 20
+	a := newShared(t, zmm.WithLimit(limit))
+	var wg sync.WaitGroup
+	var refused atomic.Int64
+	blocks := make([][]unsafe.Pointer, 4)
+	for g := range blocks {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 200; i++ {
+				size := uintptr(64<<10 + (g*7+i)%5*(300<<10))
+				if i%3 == 0 {
+					size = 2<<20 + uintptr(i%4)<<20
+				}
+				var p unsafe.Pointer
+				if err := zmm.Try(func() { p = a.Alloc(size) }); err != nil {
+					if !errors.Is(err, zmm.ErrMemoryLimit) {
+						t.Errorf("Alloc(%d): %v", size, err)
+					}
+					refused.Add(1)
+					continue
+				}
+				blocks[g] = append(blocks[g], p)
+			}
+		}()
+	}
+	wg.Wait()
+	assert.Positive(t, refused.Load(), "the limit was reached")
+	assert.LessOrEqual(t, a.RealPeakUsage(), uintptr(limit), "never above the limit, even for a moment")
+	for _, bs := range blocks {
+		for _, p := range bs {
+			a.Free(p)
+		}
+	}
+	require.NoError(t, a.Check())
+	assert.Zero(t, a.Usage())
 }

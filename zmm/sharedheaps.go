@@ -4,6 +4,8 @@ import (
 	"runtime"
 	"sync/atomic"
 	"unsafe"
+
+	"github.com/gozmm/zmm/chunk"
 )
 
 // Who may use which heap of a Shared allocator. A heap is in exactly one
@@ -40,9 +42,10 @@ func (a *Shared) heapOf(s *heapState) *Heap {
 }
 
 // take returns a heap for the calling goroutine's sole use, for one call:
-// its P's, else an idle one, else a new one. Its inbox is collected first.
+// its P's, else an idle one, else a new one (tried is the size of the call
+// that may need it, for the limit's message). Its inbox is collected first.
 // The caller gives it back with give, also when it panics.
-func (a *Shared) take(op string) *Heap {
+func (a *Shared) take(op string, tried uintptr) *Heap {
 	pid := procPin()
 	if uint(pid) < sharedSlots {
 		if sl := a.slot(pid); sl.stop == 0 {
@@ -58,6 +61,12 @@ func (a *Shared) take(op string) *Heap {
 	}
 	procUnpin()
 	h := a.takeIdle(op)
+	if h == nil { // a new heap would pass the limit
+		a.GC()
+		if h = a.takeIdle(op); h == nil {
+			limitError(op, a.Limit(), tried)
+		}
+	}
 	a.collect(h)
 	return h
 }
@@ -104,7 +113,8 @@ func (a *Shared) give(h *Heap) {
 
 // takeIdle takes an idle heap, waiting out a stop, or makes a new one. The
 // number of heaps is bounded (maxHeaps): past it, takeIdle waits for one to
-// come back.
+// come back. It returns nil when a new heap's main chunk would pass the
+// memory limit.
 func (a *Shared) takeIdle(op string) *Heap {
 	a.mu.Lock()
 	for {
@@ -134,12 +144,17 @@ func (a *Shared) takeIdle(op string) *Heap {
 		a.waiting--
 	}
 	defer a.mu.Unlock()
+	if !a.budget().take(chunk.Size) {
+		return nil
+	}
 	h, err := New(WithName(a.name), WithLeakReport(nil), WithDebug(false), WithAllocMode(ModeChunks))
 	if err != nil {
+		a.budget().give(chunk.Size)
 		panic(err)
 	}
 	old := a.heaps.Load()
 	i := len(old.hs)
+	h.st.budget = uintptr(unsafe.Pointer(a.budget()))
 	h.st.shared = a.id
 	h.st.sharedIdx = uint32(i)
 	h.st.inbox = a.inboxAt(i)

@@ -105,6 +105,10 @@ type heapState struct {
 	// held is set while a goroutine of the Shared allocator holds the heap
 	// for a call (sharedheaps.go).
 	held uint32
+	// budget is the address of the Shared allocator's memory budget, which
+	// its heaps map against instead of their own limit (limit.go); 0 for
+	// any other heap.
+	budget uintptr
 }
 
 // The bits of heapState.special.

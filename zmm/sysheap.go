@@ -175,7 +175,7 @@ func (y *sysHeap) release(s *heapState, addr uintptr, b *sysBlock) {
 	}
 	y.freed[addr] = struct{}{}
 	s.size -= b.class
-	s.realSize -= b.class
+	s.unmapped(b.class)
 	if b.base != 0 {
 		_ = chunk.Unmap(ptr(b.base), b.len)
 	}
