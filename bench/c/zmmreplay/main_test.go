@@ -27,7 +27,10 @@ func TestReplayRequests(t *testing.T) {
 	if r.PeakRSS == 0 || r.PeakRSS < r.BaseRSS {
 		t.Errorf("peak RSS %d, base %d", r.PeakRSS, r.BaseRSS)
 	}
-	if r.BaseVM == 0 || r.PeakVM <= r.BaseVM {
+	// Under qemu-user with a reserved guest address space (CI's arm64 runs
+	// with 16 and 64 KiB pages set ZMM_QEMU_RESERVED_VA) the process's
+	// VmSize is the reservation, whatever the guest maps.
+	if os.Getenv("ZMM_QEMU_RESERVED_VA") == "" && (r.BaseVM == 0 || r.PeakVM <= r.BaseVM) {
 		t.Errorf("peak VmSize %d, base %d: the heap's chunks are not counted", r.PeakVM, r.BaseVM)
 	}
 	if !strings.Contains(errOut.String(), "zmm heap usage") {
