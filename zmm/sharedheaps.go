@@ -42,10 +42,10 @@ func (a *Shared) heapOf(s *heapState) *Heap {
 }
 
 // take returns a heap for the calling goroutine's sole use, for one call:
-// its P's, else an idle one, else a new one (tried is the size of the call
-// that may need it, for the limit's message). Its inbox is collected first.
-// The caller gives it back with give, also when it panics.
-func (a *Shared) take(op string, tried uintptr) *Heap {
+// its P's, else an idle one, else a new one; nil when a new one's main
+// chunk would pass the memory limit. Its inbox is collected first. The
+// caller gives it back with give, also when it panics.
+func (a *Shared) take(op string) *Heap {
 	pid := procPin()
 	if uint(pid) < sharedSlots {
 		if sl := a.slot(pid); sl.stop == 0 {
@@ -61,13 +61,9 @@ func (a *Shared) take(op string, tried uintptr) *Heap {
 	}
 	procUnpin()
 	h := a.takeIdle(op)
-	if h == nil { // a new heap would pass the limit
-		a.GC()
-		if h = a.takeIdle(op); h == nil {
-			limitError(op, a.Limit(), tried)
-		}
+	if h != nil {
+		a.collect(h)
 	}
-	a.collect(h)
 	return h
 }
 
