@@ -36,6 +36,13 @@
 // heap (zmm.WithDebug) an unlocked Allocator used by two goroutines at once
 // panics with zmm.ErrConcurrentUse.
 //
+// NewShared takes a *zmm.Shared instead of a heap: an allocator for every
+// goroutine, with no lock (a heap per P, a buffer released on another
+// goroutine freed remotely). It is the one to use when Arrow runs on
+// several goroutines and the heap is not tied to a request; it has no
+// debug mode yet, and no Reset: its buffers live until released or the
+// allocator is closed.
+//
 // # Lifetimes
 //
 // Everything the Allocator hands out is a block of its heap, and is gone at
@@ -144,7 +151,8 @@ const (
 // NewLocked; the zero value is not usable.
 type Allocator struct {
 	h  *zmm.Heap
-	mu sync.Locker // nil for New
+	s  *zmm.Shared // NewShared (h is nil then)
+	mu sync.Locker // nil for New and NewShared
 	// over: the heap's blocks are not 64-byte aligned (debug, system or
 	// guard heap), so buffers are over-allocated and carry a header.
 	over bool
@@ -177,8 +185,22 @@ func NewLocked(h *zmm.Heap, mu sync.Locker) *Allocator {
 	return a
 }
 
-// Heap returns the heap the Allocator allocates from.
+// NewShared returns an Allocator over a shared allocator, which any
+// goroutine may call without a lock. Its blocks are 64-byte aligned at the
+// sizes this package asks for, as a normal heap's are.
+func NewShared(s *zmm.Shared) *Allocator {
+	if s == nil {
+		panic("zmmarrow: NewShared with a nil allocator")
+	}
+	return &Allocator{s: s}
+}
+
+// Heap returns the heap the Allocator allocates from (nil for NewShared).
 func (a *Allocator) Heap() *zmm.Heap { return a.h }
+
+// Shared returns the shared allocator the Allocator allocates from (nil
+// unless made by NewShared).
+func (a *Allocator) Shared() *zmm.Shared { return a.s }
 
 // Allocate returns a zeroed, 64-byte aligned slice of length and capacity
 // size in the heap. Allocate(0) returns a non-nil empty slice that owns no
@@ -230,6 +252,10 @@ func (a *Allocator) Free(b []byte) {
 		defer a.mu.Unlock()
 	}
 	p := unsafe.Pointer(unsafe.SliceData(b))
+	if a.s != nil {
+		a.s.Free(p)
+		return
+	}
 	if a.over {
 		p, _ = a.header(p, "Free")
 	}
@@ -272,6 +298,11 @@ func roundUp(size int) uintptr {
 // alloc returns an aligned, not zeroed, buffer of size > 0 bytes.
 func (a *Allocator) alloc(size int) []byte {
 	checkSize("Allocate", size)
+	if a.s != nil {
+		p := a.s.Alloc(roundUp(size))
+		checkAligned(p, "Allocate")
+		return unsafe.Slice((*byte)(p), size)
+	}
 	if a.mu != nil {
 		a.mu.Lock()
 		defer a.mu.Unlock()
@@ -289,6 +320,11 @@ func (a *Allocator) alloc(size int) []byte {
 // bytes, and returns it, not zeroed beyond them.
 func (a *Allocator) realloc(size int, b []byte, keep int) []byte {
 	checkSize("Reallocate", size)
+	if a.s != nil {
+		p := a.s.Realloc(unsafe.Pointer(unsafe.SliceData(b)), roundUp(size))
+		checkAligned(p, "Reallocate")
+		return unsafe.Slice((*byte)(p), size)
+	}
 	if a.mu != nil {
 		a.mu.Lock()
 		defer a.mu.Unlock()

@@ -569,3 +569,78 @@ func TestNew(t *testing.T) {
 	assert.Same(t, h, zmmarrow.NewLocked(h, nil).Heap())
 	assert.Panics(t, func() { zmmarrow.New(nil) })
 }
+
+// TestSharedConcurrent: arrays built on several goroutines and released on
+// others, and the IPC writer's concurrent compression, on a zmm.Shared
+// without a lock.
+func TestSharedConcurrent(t *testing.T) {
+	s, err := zmm.NewShared(zmm.WithDebug(false), zmm.WithAllocMode(zmm.ModeChunks))
+	require.NoError(t, err)
+	defer s.Close()
+	mem := memory.NewCheckedAllocator(&aligning{t: t, mem: zmmarrow.NewShared(s)})
+
+	const workers = 4
+	arrays := make(chan arrow.Array, 16)
+	var built, freed sync.WaitGroup
+	for w := range workers {
+		built.Go(func() {
+			for i := range 20 {
+				for _, c := range buildColumns(mem, 200+50*w+i) {
+					arrays <- c // released by another goroutine
+				}
+			}
+		})
+	}
+	for range workers {
+		freed.Go(func() {
+			for c := range arrays {
+				c.Release()
+			}
+		})
+	}
+	freed.Go(func() {
+		cols := buildColumns(mem, 2000)
+		rec := array.NewRecordBatch(testSchema, cols, 2000)
+		for _, c := range cols {
+			c.Release()
+		}
+		defer rec.Release()
+		for range 5 {
+			var stream bytes.Buffer
+			w := ipc.NewWriter(&stream, ipc.WithSchema(testSchema), ipc.WithAllocator(mem),
+				ipc.WithZstd(), ipc.WithCompressConcurrency(4), ipc.WithMinSpaceSavings(0))
+			assert.NoError(t, w.Write(rec))
+			assert.NoError(t, w.Close())
+			r, err := ipc.NewReader(&stream, ipc.WithAllocator(mem))
+			if !assert.NoError(t, err) {
+				return
+			}
+			for r.Next() {
+				assert.True(t, array.RecordEqual(rec, r.RecordBatch()))
+			}
+			r.Release()
+		}
+	})
+	built.Wait()
+	close(arrays)
+	freed.Wait()
+	assert.Zero(t, mem.CurrentAlloc())
+	mem.AssertSize(t, 0)
+	require.NoError(t, s.Check()) // collects what was freed remotely
+	assert.Zero(t, s.Usage())
+
+	// Reallocate keeps the bytes and the alignment; Free of a foreign slice
+	// is an error.
+	za := zmmarrow.NewShared(s)
+	b := za.Allocate(100)
+	copy(b, "hello")
+	b = za.Reallocate(5000, b)
+	assert.Equal(t, "hello", string(b[:5]))
+	assert.Zero(t, uintptr(unsafe.Pointer(unsafe.SliceData(b)))%zmmarrow.Alignment)
+	za.Free(b)
+	err = zmm.Try(func() { za.Free(make([]byte, 8)) })
+	assert.ErrorIs(t, err, zmm.ErrInvalidPointer)
+	assert.Same(t, s, za.Shared())
+	assert.Nil(t, za.Heap())
+	assert.Panics(t, func() { zmmarrow.NewShared(nil) })
+}
