@@ -440,8 +440,10 @@ func (a *Shared) Close() {
 	for _, h := range hs {
 		h.Close()
 	}
-	// The slots' stop flags stay up: every call takes the slow path, which
-	// reports ErrClosed.
+	// The table stays mapped, so that a call racing Close reads zeros
+	// rather than faulting, but its pages go back to the OS: an empty slot
+	// sends every call to the slow path, which reports ErrClosed.
+	chunk.Release(ptr(a.tab), slotTableSize())
 	a.mu.Lock()
 	a.stopping = false
 	a.cond.Broadcast()

@@ -54,8 +54,9 @@ type Shared struct {
 	// tab is the slot table: per P id, a sharedSlot (sharedheaps.go). It
 	// is mapped memory, so that its plain loads and stores are seen by no
 	// Go machinery (the race detector included: the stop-the-world orders
-	// them, which it does not know); it stays mapped after Close, every
-	// stop flag up, so that a call racing Close finds it.
+	// them, which it does not know). Close gives its pages back but keeps
+	// it mapped, so that a call racing Close reads empty slots (and goes to
+	// the slow path, which reports ErrClosed) rather than faulting.
 	tab uintptr
 
 	id   uint32
