@@ -10,7 +10,10 @@
 # found interesting from Go's fuzz cache into fuzz/testdata/fuzz/<Target>/
 # so they can be committed. A target that finds a failure makes the script
 # exit 1, with the failing input saved by go test under testdata and the log
-# kept.
+# kept. A target whose only failure is Go's own "context deadline exceeded"
+# at the end of -fuzztime, with no failing input written, is reported as
+# "ok*": that is a race in go test's fuzzing coordinator (golang/go#75804,
+# fixed in Go 1.27), not a finding.
 set -euo pipefail
 
 duration=10m
@@ -24,7 +27,7 @@ while (($#)); do
 	--parallel) parallel=$2; shift 2 ;;
 	--save) save=1; shift ;;
 	--target) filter=$2; shift 2 ;;
-	-h | --help) sed -n '2,13p' "$0"; exit 0 ;;
+	-h | --help) sed -n '2,16p' "$0"; exit 0 ;;
 	-*) echo "fuzz/run.sh: unknown option $1" >&2; exit 2 ;;
 	*) duration=$1; shift ;;
 	esac
@@ -49,7 +52,9 @@ go test -c -o "$logs/fuzz.test" ./fuzz # build once, so the targets start togeth
 echo "fuzzing ${#targets[@]} target(s) for $duration each, $jobs at a time, $parallel worker(s) each; logs in $logs"
 run() {
 	local t=$1
-	go test ./fuzz -run XXX -fuzz "^$t\$" -fuzztime "$duration" -parallel "$parallel" >"$logs/$t.log" 2>&1
+	# -timeout 0: the fuzz time bounds the run; go test's default 10m
+	# timeout would end a 10m campaign as a failure.
+	go test ./fuzz -run XXX -fuzz "^$t\$" -fuzztime "$duration" -parallel "$parallel" -timeout 0 >"$logs/$t.log" 2>&1
 	echo $? >"$logs/$t.rc"
 }
 running=0
@@ -64,6 +69,7 @@ done
 wait || true
 
 status=0
+flaked=0
 printf '\n%-20s %8s %14s %10s %10s %s\n' target result execs new-inputs corpus log
 for t in "${targets[@]}"; do
 	log="$logs/$t.log"
@@ -74,8 +80,13 @@ for t in "${targets[@]}"; do
 	total=$(sed -E 's/.*\(total: ([0-9]+)\).*/\1/' <<<"$last")
 	result=ok
 	if [[ $rc != 0 ]]; then
-		result=FAILED
-		status=1
+		if grep -qx '    context deadline exceeded' "$log" && ! grep -q 'Failing input written' "$log"; then
+			result='ok*' # the coordinator's race at the deadline (see the top)
+			flaked=1
+		else
+			result=FAILED
+			status=1
+		fi
 	fi
 	printf '%-20s %8s %14s %10s %10s %s\n' "$t" "$result" "${execs:-?}" "${newi:-?}" "${total:-?}" "$log"
 	if ((save)) && [[ -d $cache/$t ]]; then
@@ -89,6 +100,9 @@ for t in "${targets[@]}"; do
 		echo "  saved $n new input(s) to fuzz/testdata/fuzz/$t"
 	fi
 done
+if ((flaked)); then
+	echo "ok*: go test ended the target with \"context deadline exceeded\" and no failing input at the end of -fuzztime (golang/go#75804), not a finding"
+fi
 if ((status)); then
 	echo "fuzz/run.sh: a target failed; see its log above (go test saved the failing input under fuzz/testdata/fuzz)" >&2
 fi
