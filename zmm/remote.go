@@ -262,11 +262,15 @@ func (h *Heap) checkNotRemote(op string, addr uintptr) {
 // or its records move meanwhile).
 func (a *Shared) sizeOf(op string, s *heapState, addr uintptr) (size uintptr) {
 	defer guardFaults(op, addr, debug.SetPanicOnFault(true))
-	if checkRemote(op, s, addr) {
-		return uintptr(s.blockSizeRacy(addr))
-	}
+	small := checkRemote(op, s, addr)
 	if remoteFreed(addr, s.key) {
 		fail(ErrDoubleFree, op, addr, "zmm: %s(0x%x): the block was already freed (by another goroutine; its heap has not collected it yet)", op, addr)
+	}
+	if small {
+		if isFree(addr, s.key, 0) {
+			fail(ErrDoubleFree, op, addr, "zmm: %s(0x%x): double free: the %d-byte block is already free", op, addr, s.blockSizeRacy(addr))
+		}
+		return uintptr(s.blockSizeRacy(addr))
 	}
 	off := addr & (chunk.Size - 1)
 	if f := frames.Lookup(addr); f.Kind() == frames.Chunk {

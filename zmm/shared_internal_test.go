@@ -164,3 +164,34 @@ func TestSharedAdoptsStrandedHeaps(t *testing.T) {
 	require.NoError(t, a.Check())
 	assert.Zero(t, a.Usage())
 }
+
+// TestSharedRemoteChecksOfFreedBlocks: BlockSize and Realloc of a block
+// whose heap the calling goroutine does not hold (the remote paths, taken
+// here on purpose: the heaps are stopped into idle first) find a block
+// waiting in an inbox and a block already free.
+func TestSharedRemoteChecksOfFreedBlocks(t *testing.T) {
+	a := newTestShared(t)
+	for _, size := range []uintptr{16, 100, 5000, MaxLargeSize + 1} {
+		p := a.Alloc(size)
+		q := a.Alloc(size)
+		addr := uintptr(p)
+		o := a.ownerOf("Free", addr)
+		a.resume(a.stop()) // every heap idle: no slot holds p's heap
+		a.pushRemote("Free", o, addr)
+		for name, f := range map[string]func(){
+			"BlockSize": func() { a.BlockSize(p) },
+			"Realloc":   func() { a.Realloc(p, size*2) },
+		} {
+			a.resume(a.stop())
+			assert.ErrorIs(t, Try(f), ErrDoubleFree, "size %d, %s of a block in the inbox", size, name)
+		}
+		require.NoError(t, a.Check()) // collects p: now free in its heap
+		if size <= 3072 {
+			a.resume(a.stop())
+			assert.ErrorIs(t, Try(func() { a.BlockSize(p) }), ErrDoubleFree, "size %d, BlockSize of a free slot", size)
+		}
+		a.Free(q)
+	}
+	require.NoError(t, a.Check())
+	assert.Zero(t, a.Usage())
+}
