@@ -1,8 +1,7 @@
 package zmm
 
 import (
-	"errors"
-	"fmt"
+	"io"
 	"sync/atomic"
 	"unsafe"
 
@@ -13,10 +12,11 @@ import (
 // NewShared makes a shared allocator. Its heaps are made on first use, one
 // per P that allocates, and closed by Close.
 //
-// Of the options, WithName is honoured; debug mode, the system and guard
-// modes, WithStorage and WithLimit are not supported yet and make NewShared
-// return an ErrConfig error (as do ZMM_DEBUG and ZMM_ALLOC asking for
-// them).
+// Every option of New is honoured but WithStorage, which makes NewShared
+// return an ErrConfig error. Debug mode and the system and guard modes
+// (WithDebug, WithAllocMode, ZMM_DEBUG, ZMM_ALLOC) make a serial allocator:
+// one heap of that mode serves every goroutine, one call at a time (see
+// Shared).
 func NewShared(opts ...Option) (*Shared, error) {
 	cfg := config{limit: Unlimited}
 	for _, o := range opts {
@@ -25,26 +25,25 @@ func NewShared(opts ...Option) (*Shared, error) {
 	if err := cfg.resolve(); err != nil {
 		return nil, &Error{Kind: ErrConfig, Op: "NewShared", Msg: "zmm: " + err.Error()}
 	}
-	var unsupported string
-	switch {
-	case *cfg.debug:
-		unsupported = "debug mode (WithDebug, ZMM_DEBUG)"
-	case *cfg.mode != ModeChunks:
-		unsupported = cfg.mode.String() + " mode (WithAllocMode, ZMM_ALLOC)"
-	case cfg.storage != nil:
-		unsupported = "a storage (WithStorage)"
-	}
-	if unsupported != "" {
-		return nil, &Error{Kind: ErrConfig, Op: "NewShared", Msg: "zmm: NewShared does not support " + unsupported + " yet"}
+	if cfg.storage != nil {
+		return nil, &Error{Kind: ErrConfig, Op: "NewShared", Msg: "zmm: NewShared does not support a storage (WithStorage) yet"}
 	}
 	if cfg.limit < chunk.Size {
 		return nil, &Error{Kind: ErrMemoryLimit, Op: "NewShared", Msg: failedLimitMsg(cfg.limit, chunk.Size)}
+	}
+	serial := *cfg.debug || *cfg.mode != ModeChunks
+	leaks := io.Writer(nil)
+	if serial {
+		leaks = cfg.leaks
 	}
 	tab, err := chunk.Map(slotTableSize(), chunk.OSPageSize())
 	if err != nil {
 		return nil, &Error{Kind: ErrOutOfMemory, Op: "NewShared", Msg: "zmm: NewShared: mapping the slot table: " + err.Error()}
 	}
-	a := &Shared{id: lastSharedID.Add(1), name: cfg.name, tab: uintptr(tab)}
+	a := &Shared{id: lastSharedID.Add(1), name: cfg.name, tab: uintptr(tab),
+		serial: serial, debug: *cfg.debug, mode: *cfg.mode}
+	a.heapOpts = []Option{WithName(cfg.name), WithLeakReport(leaks), WithDebug(*cfg.debug),
+		WithAllocMode(*cfg.mode), WithGuardAlignment(cfg.guardAlign)}
 	a.budget().limit = cfg.limit
 	a.cond.L = &a.mu
 	a.heaps.Store(&sharedList{})
@@ -53,6 +52,12 @@ func NewShared(opts ...Option) (*Shared, error) {
 
 // Name returns the allocator's name (WithName; "-" if none).
 func (a *Shared) Name() string { return a.name }
+
+// Debug reports whether the allocator is in debug mode.
+func (a *Shared) Debug() bool { return a.debug }
+
+// Mode reports where the allocator's blocks come from.
+func (a *Shared) Mode() AllocMode { return a.mode }
 
 // Alloc returns a block of at least size bytes, as Heap.Alloc does. A small
 // block comes from the calling P's heap without a lock.
@@ -199,15 +204,25 @@ func (a *Shared) Free(p unsafe.Pointer) {
 		}
 	}
 	procUnpin()
-	a.freeSlow(slot)
+	a.freeSlow(p)
 }
 
+// freeSlow takes p, not its address: a system-mode block is Go memory,
+// which must stay a pointer.
+//
 //go:noinline
-func (a *Shared) freeSlow(addr uintptr) {
+func (a *Shared) freeSlow(p unsafe.Pointer) {
+	addr := uintptr(p)
 	if addr == 0 {
 		return
 	}
 	a.checkOpen("Free")
+	if a.serial {
+		h := a.takeSerial("Free", addr)
+		defer a.give(h)
+		h.Free(p)
+		return
+	}
 	o := a.ownerOf("Free", addr)
 	if h := a.takeIfSlotted(o.s); h != nil {
 		defer a.give(h)
@@ -227,6 +242,13 @@ func (a *Shared) Realloc(p unsafe.Pointer, size uintptr) unsafe.Pointer {
 		return a.Alloc(size)
 	}
 	a.checkOpen("Realloc")
+	if a.serial {
+		// The heap collects and retries before it reports the limit, and
+		// it is the allocator's only one: nothing to add here.
+		h := a.takeSerial("Realloc", addr)
+		defer a.give(h)
+		return h.Realloc(p, size)
+	}
 	o := a.ownerOf("Realloc", addr)
 	if h := a.takeIfSlotted(o.s); h != nil {
 		var q unsafe.Pointer
@@ -263,6 +285,11 @@ func (a *Shared) Realloc(p unsafe.Pointer, size uintptr) unsafe.Pointer {
 func (a *Shared) BlockSize(p unsafe.Pointer) uintptr {
 	addr := uintptr(p)
 	a.checkOpen("BlockSize")
+	if a.serial {
+		h := a.takeSerial("BlockSize", addr)
+		defer a.give(h)
+		return h.BlockSize(p)
+	}
 	o := a.ownerOf("BlockSize", addr)
 	if h := a.takeIfSlotted(o.s); h != nil {
 		defer a.give(h)
@@ -357,95 +384,4 @@ func (a *Shared) SharedStats() SharedStats {
 	st.Idle = len(a.idle)
 	a.mu.Unlock()
 	return st
-}
-
-// HeapSnapshot takes a snapshot of the allocator's heap i, 0 ≤ i <
-// SharedStats().Heaps, after collecting its inbox (see Heap.Snapshot). It
-// holds every heap meanwhile, as GC does. The snapshot is named after the
-// allocator and the heap ("name/i").
-func (a *Shared) HeapSnapshot(i int) (*Snapshot, error) {
-	var snap *Snapshot
-	err := Try(func() {
-		a.checkOpen("Snapshot")
-		hs := a.stop()
-		defer a.resume(hs)
-		list := a.heaps.Load().hs
-		if i < 0 || i >= len(list) {
-			fail(ErrConfig, "Snapshot", 0, "zmm: Snapshot of heap %d of a shared allocator with %d heaps", i, len(list))
-		}
-		a.collect(list[i])
-		snap = list[i].Snapshot()
-		snap.Name = fmt.Sprintf("%s/%d", a.name, i)
-	})
-	return snap, err
-}
-
-// GC collects every heap's inbox and runs Heap.GC on every heap, giving
-// what they do not use back to the OS; it returns the bytes. It holds every
-// heap while it runs: other calls wait for it, except the fast paths of
-// goroutines whose P already held a heap, which find none and wait too.
-func (a *Shared) GC() uintptr {
-	a.checkOpen("GC")
-	hs := a.stop()
-	defer a.resume(hs)
-	var n uintptr
-	for _, h := range hs {
-		a.collect(h)
-		n += h.GC()
-	}
-	return n
-}
-
-// Check collects every heap's inbox, checks every heap (Heap.Check), and
-// returns what it found together with the errors collections found since
-// the last Check (a remote free of a block that was never handed out, a
-// double free whose frees raced), or nil.
-func (a *Shared) Check() error {
-	a.checkOpen("Check")
-	hs := a.stop()
-	defer a.resume(hs)
-	var errs []error
-	var mapped uintptr
-	for _, h := range hs {
-		a.collect(h)
-		if err := h.Check(); err != nil {
-			errs = append(errs, err)
-		}
-		mapped += h.st.realSize
-	}
-	// Every heap is held here, so no mapping is under way: the budget
-	// must be exactly what the heaps have mapped.
-	if real := a.RealUsage(); real != mapped {
-		errs = append(errs, &Error{Kind: ErrCorrupted, Op: "Check", Msg: fmt.Sprintf("zmm: shared allocator corrupted: its budget counts %d bytes mapped, its heaps %d", real, mapped)})
-	}
-	a.mu.Lock()
-	errs = append(errs, a.late...)
-	if a.lateN > len(a.late) {
-		errs = append(errs, &Error{Kind: ErrCorrupted, Op: "Check", Msg: "zmm: and more errors found by collections"})
-	}
-	a.late, a.lateN = nil, 0
-	a.mu.Unlock()
-	return errors.Join(errs...)
-}
-
-// Close closes every heap and gives all the allocator's memory back to the
-// OS. No goroutine may use the allocator or its blocks afterwards: calls
-// panic with ErrClosed. Close is idempotent.
-func (a *Shared) Close() {
-	if a.closed.Swap(true) {
-		return
-	}
-	hs := a.stop()
-	a.heaps.Store(&sharedList{})
-	for _, h := range hs {
-		h.Close()
-	}
-	// The table stays mapped, so that a call racing Close reads zeros
-	// rather than faulting, but its pages go back to the OS: an empty slot
-	// sends every call to the slow path, which reports ErrClosed.
-	chunk.Release(ptr(a.tab), slotTableSize())
-	a.mu.Lock()
-	a.stopping = false
-	a.cond.Broadcast()
-	a.mu.Unlock()
 }

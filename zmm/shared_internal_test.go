@@ -195,3 +195,33 @@ func TestSharedRemoteChecksOfFreedBlocks(t *testing.T) {
 	require.NoError(t, a.Check())
 	assert.Zero(t, a.Usage())
 }
+
+// TestSharedResetDropsInboxesAndRenewsKeys: Reset releases the blocks
+// waiting in inboxes with the rest, and remote frees after it use the
+// heaps' new keys (with the old ones, the collection would find no remote
+// mark and Check would say so).
+func TestSharedResetDropsInboxesAndRenewsKeys(t *testing.T) {
+	a := newTestShared(t)
+	for _, size := range []uintptr{16, 5000, 3 << 20} {
+		p := a.Alloc(size)
+		a.pushRemote("Free", a.ownerOf("Free", uintptr(p)), uintptr(p))
+	}
+	kept := a.Alloc(100)
+	require.NotZero(t, a.Usage())
+	a.Reset()
+	assert.Zero(t, a.Usage())
+	for _, h := range a.heaps.Load().hs {
+		assert.Zero(t, inboxLen(h.st), "the inbox went with the request")
+	}
+	assert.ErrorIs(t, Try(func() { a.Free(kept) }), ErrDoubleFree, "a block of the last request is gone")
+	require.NoError(t, a.Check())
+
+	collected := a.SharedStats().Collected
+	for _, size := range []uintptr{16, 5000, 3 << 20} {
+		p := a.Alloc(size)
+		a.pushRemote("Free", a.ownerOf("Free", uintptr(p)), uintptr(p))
+	}
+	require.NoError(t, a.Check(), "remote frees after Reset carry the new key")
+	assert.Equal(t, collected+3, a.SharedStats().Collected)
+	assert.Zero(t, a.Usage())
+}

@@ -103,16 +103,11 @@ func TestSharedBadPointers(t *testing.T) {
 }
 
 func TestSharedOptionsAndClose(t *testing.T) {
-	for name, opt := range map[string]zmm.Option{
-		"debug":   zmm.WithDebug(true),
-		"system":  zmm.WithAllocMode(zmm.ModeSystem),
-		"storage": zmm.WithStorage(newRegion(t, 8)),
-	} {
-		_, err := zmm.NewShared(append(layout(), opt)...)
-		assert.ErrorIs(t, err, zmm.ErrConfig, name)
-		assert.ErrorContains(t, err, "not support", name)
-	}
-	a, err := zmm.NewShared(layout()...)
+	a, err := zmm.NewShared(append(layout(), zmm.WithStorage(newRegion(t, 8)))...)
+	assert.Nil(t, a)
+	assert.ErrorIs(t, err, zmm.ErrConfig)
+	assert.ErrorContains(t, err, "not support")
+	a, err = zmm.NewShared(layout()...)
 	require.NoError(t, err)
 	p := a.Alloc(100)
 	a.Close()
@@ -352,6 +347,102 @@ func TestSharedHeapSnapshot(t *testing.T) {
 	a.Close()
 	_, err = a.HeapSnapshot(0)
 	assert.ErrorIs(t, err, zmm.ErrClosed)
+}
+
+// TestSharedStatsAndSnapshotCoverEveryHeap: Stats and Snapshot of the
+// whole allocator add up its heaps, whichever goroutines made the blocks,
+// and Reset empties every heap.
+func TestSharedStatsAndSnapshotCoverEveryHeap(t *testing.T) {
+	a := newShared(t, zmm.WithName("whole"))
+	var mu sync.Mutex
+	var live []unsafe.Pointer
+	var wg sync.WaitGroup
+	for w := range 6 {
+		wg.Go(func() {
+			var mine []unsafe.Pointer
+			for i := range 400 {
+				mine = append(mine, a.Alloc(uintptr(8+(w*400+i)%3000)))
+				if i%100 == 0 {
+					mine = append(mine, a.Alloc(5000), a.Alloc(3<<20))
+				}
+				runtime.Gosched()
+			}
+			mu.Lock()
+			live = append(live, mine...)
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	// Free a third of them from here: remote frees for most.
+	for _, p := range live[:len(live)/3] {
+		a.Free(p)
+	}
+	live = live[len(live)/3:]
+
+	st := a.Stats() // collects every inbox first
+	var want uintptr
+	small := 0
+	for _, p := range live {
+		want += a.BlockSize(p)
+		if a.BlockSize(p) <= 3072 {
+			small++
+		}
+	}
+	assert.Equal(t, want, st.Usage)
+	assert.Equal(t, a.Usage(), st.Usage)
+	assert.Equal(t, a.RealUsage(), st.RealUsage)
+	used := 0
+	for _, b := range st.Bins {
+		used += b.Used
+	}
+	assert.Equal(t, small, used, "every live small block in its bin's count")
+
+	snap := a.Snapshot()
+	assert.Equal(t, "whole", snap.Name)
+	assert.Equal(t, uint64(st.Usage), snap.Stats.Usage)
+	assert.Equal(t, uint64(st.RealUsage), snap.Stats.RealUsage)
+	assert.Len(t, snap.Chunks, st.Chunks)
+	assert.Len(t, snap.Huge, st.HugeBlocks)
+	var heapsUsage uint64
+	for i := range a.SharedStats().Heaps {
+		hs, err := a.HeapSnapshot(i)
+		require.NoError(t, err)
+		heapsUsage += hs.Stats.Usage
+	}
+	assert.Equal(t, snap.Stats.Usage, heapsUsage)
+	assert.Nil(t, a.Leaks(), "a normal allocator keeps no sites")
+
+	a.Reset()
+	assert.Zero(t, a.Usage())
+	require.NoError(t, a.Check())
+	assert.Zero(t, a.Stats().HugeBlocks)
+	a.Free(a.Alloc(100)) // serves the next request
+	require.NoError(t, a.Check())
+}
+
+// TestSharedTypedHelpers: the typed helpers take a Shared as they take a
+// Heap.
+func TestSharedTypedHelpers(t *testing.T) {
+	a := newShared(t)
+	type point struct{ X, Y int64 }
+	p := zmm.AllocOf[point](a)
+	p.X = 3
+	s := zmm.MakeSlice[point](a, 2, 4)
+	s = append(s, *p)
+	s = zmm.GrowSlice(a, s, 100)
+	assert.Equal(t, int64(3), s[2].X)
+	str := zmm.CopyString(a, "shared")
+	b := zmm.CopyBytes(a, []byte("bytes"))
+	assert.Equal(t, "shared", str)
+	assert.Equal(t, "bytes", string(b))
+	e := catch(t, func() { zmm.AllocOf[struct{ P *int }](a) })
+	assert.ErrorIs(t, e, zmm.ErrGoPointer)
+	zmm.FreeOf(a, p)
+	zmm.FreeSlice(a, s)
+	zmm.FreeString(a, str)
+	a.FreeBytes(b)
+	assert.Zero(t, a.Usage())
+	assert.Zero(t, testing.AllocsPerRun(100, func() { zmm.FreeOf(a, zmm.AllocOf[point](a)) }))
 }
 
 // TestSharedLimit: the limit holds for the whole allocator, exactly, with

@@ -67,6 +67,17 @@ func (a *Shared) take(op string) *Heap {
 	return h
 }
 
+// takeSerial takes a serial allocator's heap for a call on the block at
+// addr. Before the heap is made (it would pass the limit) no block can be
+// the allocator's: ownerOf names what addr is instead.
+func (a *Shared) takeSerial(op string, addr uintptr) *Heap {
+	h := a.take(op)
+	if h == nil {
+		a.ownerOf(op, addr) // panics: the allocator has no heap
+	}
+	return h
+}
+
 // takeIfSlotted takes the heap whose state is s if it is in the calling
 // goroutine's P's slot, and returns it, or nil.
 func (a *Shared) takeIfSlotted(s *heapState) *Heap {
@@ -85,11 +96,12 @@ func (a *Shared) takeIfSlotted(s *heapState) *Heap {
 }
 
 // give puts a heap the goroutine held back: in its P's slot if that is
-// empty and no stop is under way, else among the idle ones.
+// empty and no stop is under way, else among the idle ones. A serial
+// allocator's heap always goes to idle, where the next call finds it.
 func (a *Shared) give(h *Heap) {
 	s := h.st
 	pid := procPin()
-	if uint(pid) < sharedSlots {
+	if uint(pid) < sharedSlots && !a.serial {
 		if sl := a.slot(pid); sl.stop == 0 && sl.st == 0 {
 			s.held = 0
 			sl.st = uintptr(unsafe.Pointer(s))
@@ -108,8 +120,8 @@ func (a *Shared) give(h *Heap) {
 }
 
 // takeIdle takes an idle heap, waiting out a stop, or makes a new one. The
-// number of heaps is bounded (maxHeaps): past it, takeIdle waits for one to
-// come back. It returns nil when a new heap's main chunk would pass the
+// number of heaps is bounded (maxHeaps, and one for a serial allocator):
+// past it, takeIdle waits for one to come back. It returns nil when a new heap's main chunk would pass the
 // memory limit.
 func (a *Shared) takeIdle(op string) *Heap {
 	a.mu.Lock()
@@ -132,7 +144,7 @@ func (a *Shared) takeIdle(op string) *Heap {
 		if a.adoptStranded(procs) {
 			continue
 		}
-		if len(a.heaps.Load().hs) < maxHeaps(procs) {
+		if n := len(a.heaps.Load().hs); n < maxHeaps(procs) && (n == 0 || !a.serial) {
 			break
 		}
 		a.waiting++
@@ -143,7 +155,7 @@ func (a *Shared) takeIdle(op string) *Heap {
 	if !a.budget().take(chunk.Size) {
 		return nil
 	}
-	h, err := New(WithName(a.name), WithLeakReport(nil), WithDebug(false), WithAllocMode(ModeChunks))
+	h, err := New(a.heapOpts...)
 	if err != nil {
 		a.budget().give(chunk.Size)
 		panic(err)

@@ -46,10 +46,19 @@ import (
 // heap collects it; PeakUsage is the sum of the heaps' peaks, an upper
 // bound of the allocator's.
 //
-// Each heap can be looked at with HeapSnapshot (and served by
-// inspect.RegisterShared). Not yet: debug mode, system and guard modes and
-// storages (NewShared refuses those options), Leaks and the typed helpers.
-// Blocks hold plain bytes; never store a Go pointer in one.
+// Stats, Snapshot and Leaks describe the whole allocator, HeapSnapshot one
+// heap (inspect.RegisterShared serves both); Reset ends a request on every
+// heap at once.
+//
+// A serial allocator (debug mode, or the system or guard mode) has one heap
+// of that mode, which every call takes in turn, as a mutex would: those
+// modes keep a site, a map entry or a mapping per block, and are for
+// finding bugs, not for speed. Its leak report, sites, guards and fill are
+// the heap's, and a block may be freed by any goroutine. Its fast paths
+// always miss (the heap is in no P's slot), so they cost it nothing either.
+//
+// Not yet: storages (NewShared refuses WithStorage). Blocks hold plain
+// bytes; never store a Go pointer in one.
 type Shared struct {
 	// tab is the slot table: per P id, a sharedSlot (sharedheaps.go). It
 	// is mapped memory, so that its plain loads and stores are seen by no
@@ -61,6 +70,15 @@ type Shared struct {
 
 	id   uint32
 	name string
+
+	// serial is set for debug, system and guard mode: the allocator has
+	// one heap, which never sits in a slot, and every call takes it.
+	serial bool
+	// debug and mode are the heaps' (Debug, Mode).
+	debug bool
+	mode  AllocMode
+	// heapOpts are the options each heap is made with.
+	heapOpts []Option
 
 	// heaps is every heap of the allocator, in the order made; a heap's
 	// state records its index (heapState.sharedIdx). Copy on write under mu.

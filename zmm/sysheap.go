@@ -80,8 +80,10 @@ func (y *sysHeap) blockAlign(size uintptr) uintptr {
 
 func (y *sysHeap) alloc(s *heapState, size uintptr, op string, site, orig uintptr) unsafe.Pointer {
 	class := classSize(op, size)
-	if s.overLimit(class) {
-		limitError(op, s.limit, size)
+	// admit, not overLimit: the heap of a serial Shared allocator takes
+	// its bytes from the allocator's budget (release gives them back).
+	if !s.admit(class) {
+		limitError(op, s.currentLimit(), size)
 	}
 	b := &sysBlock{size: size, class: class, site: site, orig: orig}
 	var p unsafe.Pointer
@@ -95,10 +97,12 @@ func (y *sysHeap) alloc(s *heapState, size uintptr, op string, site, orig uintpt
 		data := (max(size, 1) + ps - 1) &^ (ps - 1)
 		base, err := chunk.Map(data+ps, ps)
 		if err != nil {
+			s.unadmit(class)
 			outOfMemory(op, s.realSize, size)
 		}
 		if err := chunk.Protect(unsafe.Add(base, data), ps); err != nil {
 			_ = chunk.Unmap(base, data+ps)
+			s.unadmit(class)
 			outOfMemory(op, s.realSize, size)
 		}
 		b.base, b.len = uintptr(base), data+ps

@@ -66,22 +66,32 @@ func findPointer(t reflect.Type, path string) (string, string) {
 	return "", ""
 }
 
+// Allocator is what the typed helpers allocate from: a *Heap or a *Shared.
+type Allocator interface {
+	*Heap | *Shared
+	Alloc(size uintptr) unsafe.Pointer
+	Calloc(n, size uintptr) unsafe.Pointer
+	Realloc(p unsafe.Pointer, size uintptr) unsafe.Pointer
+	Free(p unsafe.Pointer)
+	AllocBytes(n int) []byte
+}
+
 // AllocOf returns a new zeroed T in h (ecalloc of one T).
-func AllocOf[T any](h *Heap) *T {
+func AllocOf[T any, A Allocator](h A) *T {
 	checkPointerFree[T]("AllocOf")
 	var zero T
 	return (*T)(h.Calloc(1, unsafe.Sizeof(zero)))
 }
 
 // FreeOf frees a T that AllocOf returned.
-func FreeOf[T any](h *Heap, p *T) {
+func FreeOf[T any, A Allocator](h A, p *T) {
 	h.Free(unsafe.Pointer(p))
 }
 
 // MakeSlice returns a zeroed slice of T with length n and capacity c in h
 // (c below n is taken as n). The element count is checked for overflow.
 // A capacity of 0 gives an empty slice that owns no block.
-func MakeSlice[T any](h *Heap, n, c int) []T {
+func MakeSlice[T any, A Allocator](h A, n, c int) []T {
 	checkPointerFree[T]("MakeSlice")
 	if n < 0 || c < 0 {
 		fail(ErrOverflow, "MakeSlice", 0, "zmm: MakeSlice of negative length %d or capacity %d", n, c)
@@ -100,7 +110,7 @@ func MakeSlice[T any](h *Heap, n, c int) []T {
 // GrowSlice returns s with room for at least c elements, moved if need be
 // (erealloc): the elements up to len(s) are kept, the new room is zeroed.
 // s must be a slice that MakeSlice or GrowSlice returned, or nil.
-func GrowSlice[T any](h *Heap, s []T, c int) []T {
+func GrowSlice[T any, A Allocator](h A, s []T, c int) []T {
 	checkPointerFree[T]("GrowSlice")
 	if c <= cap(s) {
 		return s
@@ -120,7 +130,7 @@ func GrowSlice[T any](h *Heap, s []T, c int) []T {
 }
 
 // FreeSlice frees a slice that MakeSlice or GrowSlice returned.
-func FreeSlice[T any](h *Heap, s []T) {
+func FreeSlice[T any, A Allocator](h A, s []T) {
 	if cap(s) == 0 {
 		return
 	}
@@ -130,7 +140,7 @@ func FreeSlice[T any](h *Heap, s []T) {
 // CopyString copies s into h and returns a string that uses the copy. The
 // result must not be used after FreeString, Reset or Close: it then points
 // at memory that is gone or reused, and Go strings are assumed immutable.
-func CopyString(h *Heap, s string) string {
+func CopyString[A Allocator](h A, s string) string {
 	if len(s) == 0 {
 		return ""
 	}
@@ -143,7 +153,7 @@ func CopyString(h *Heap, s string) string {
 // capacity the block's size: bytes.Clone into the heap. Free it with
 // h.FreeBytes. The lifetime rule of CopyString applies. (To copy a string
 // into a []byte of h, allocate with h.AllocBytes and copy.)
-func CopyBytes(h *Heap, b []byte) []byte {
+func CopyBytes[A Allocator](h A, b []byte) []byte {
 	c := h.AllocBytes(len(b))
 	copy(c, b)
 	return c
@@ -151,7 +161,7 @@ func CopyBytes(h *Heap, b []byte) []byte {
 
 // FreeString frees a string that CopyString returned. An empty string owns
 // no block and is ignored.
-func FreeString(h *Heap, s string) {
+func FreeString[A Allocator](h A, s string) {
 	if len(s) == 0 {
 		return
 	}
