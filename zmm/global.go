@@ -5,186 +5,143 @@ import (
 	"unsafe"
 )
 
-// The package-level functions serve two process-wide heaps, each behind its
-// own mutex, so they are safe for concurrent use:
-//   - the default heap, for request memory (emalloc and friends), which
-//     Reset releases at once;
-//   - the persistent heap (pemalloc with persistent = 1), which Reset does
-//     not touch: memory that must outlive a request.
+// The package-level functions serve two process-wide shared allocators
+// (NewShared), made on first use, so they are safe from any goroutine and
+// a block may be freed by another goroutine than the one that allocated
+// it:
+//   - the default allocator, for request memory (emalloc and friends),
+//     which Reset releases at once;
+//   - the persistent allocator (pemalloc with persistent = 1), which Reset
+//     does not touch: memory that must outlive a request.
 //
-// Code that owns a goroutine's work should prefer a Heap of its own (New):
-// it needs no lock.
+// Both honour ZMM_DEBUG and ZMM_ALLOC as New does (debug mode makes them
+// serial: see Shared). Code that owns a goroutine's work may prefer a Heap
+// of its own (New): its calls need not find their P's heap.
 
-type lockedHeap struct {
-	mu sync.Mutex
-	h  *Heap
+type globalAllocator struct {
+	once sync.Once
+	a    *Shared
+	err  error
 }
 
-var defaultHeap, persistentHeap lockedHeap
+var defaultAlloc, persistentAlloc globalAllocator
 
-func (l *lockedHeap) lock() *Heap {
-	l.mu.Lock()
-	if l.h == nil {
-		h, err := New()
-		if err != nil {
-			l.mu.Unlock()
-			panic(err)
-		}
-		l.h = h
+// get returns the allocator, made on the first call; a configuration
+// error (a bad ZMM_DEBUG, say) panics on every call.
+func (g *globalAllocator) get() *Shared {
+	g.once.Do(func() { g.a, g.err = NewShared() })
+	if g.err != nil {
+		panic(g.err)
 	}
-	return l.h
+	return g.a
 }
 
-// Alloc allocates from the default heap (emalloc).
+// Alloc allocates from the default allocator (emalloc).
 func Alloc(size uintptr) unsafe.Pointer {
-	h := defaultHeap.lock()
-	defer defaultHeap.mu.Unlock()
-	return h.Alloc(size)
+	return defaultAlloc.get().Alloc(size)
 }
 
 // Calloc allocates a zeroed, overflow-checked n*size block from the
-// default heap (ecalloc).
+// default allocator (ecalloc).
 func Calloc(n, size uintptr) unsafe.Pointer {
-	h := defaultHeap.lock()
-	defer defaultHeap.mu.Unlock()
-	return h.Calloc(n, size)
+	return defaultAlloc.get().Calloc(n, size)
 }
 
-// SafeAlloc allocates n*size+offset bytes, checked, from the default heap
+// SafeAlloc allocates n*size+offset bytes, checked, from the default allocator
 // (safe_emalloc).
 func SafeAlloc(n, size, offset uintptr) unsafe.Pointer {
-	h := defaultHeap.lock()
-	defer defaultHeap.mu.Unlock()
-	return h.SafeAlloc(n, size, offset)
+	return defaultAlloc.get().SafeAlloc(n, size, offset)
 }
 
-// Realloc resizes a block of the default heap (erealloc).
+// Realloc resizes a block of the default allocator (erealloc).
 func Realloc(p unsafe.Pointer, size uintptr) unsafe.Pointer {
-	h := defaultHeap.lock()
-	defer defaultHeap.mu.Unlock()
-	return h.Realloc(p, size)
+	return defaultAlloc.get().Realloc(p, size)
 }
 
-// Free frees a block of the default heap (efree).
+// Free frees a block of the default allocator (efree).
 func Free(p unsafe.Pointer) {
-	h := defaultHeap.lock()
-	defer defaultHeap.mu.Unlock()
-	h.Free(p)
+	defaultAlloc.get().Free(p)
 }
 
-// Strdup copies s, NUL-terminated, into the default heap (estrdup).
+// Strdup copies s, NUL-terminated, into the default allocator (estrdup).
 func Strdup(s string) unsafe.Pointer {
-	h := defaultHeap.lock()
-	defer defaultHeap.mu.Unlock()
-	return h.Strdup(s)
+	return defaultAlloc.get().Strdup(s)
 }
 
 // Strndup copies at most n bytes of s, NUL-terminated, into the default
 // heap (estrndup).
 func Strndup(s string, n uintptr) unsafe.Pointer {
-	h := defaultHeap.lock()
-	defer defaultHeap.mu.Unlock()
-	return h.Strndup(s, n)
+	return defaultAlloc.get().Strndup(s, n)
 }
 
-// BlockSize returns the usable size of a block of the default heap.
+// BlockSize returns the usable size of a block of the default allocator.
 func BlockSize(p unsafe.Pointer) uintptr {
-	h := defaultHeap.lock()
-	defer defaultHeap.mu.Unlock()
-	return h.BlockSize(p)
+	return defaultAlloc.get().BlockSize(p)
 }
 
-// Reset ends a request on the default heap: every block of it is released.
-// The persistent heap is untouched.
+// Reset ends a request on the default allocator: every block of it is
+// released (see Shared.Reset). The persistent allocator is untouched.
 func Reset() {
-	h := defaultHeap.lock()
-	defer defaultHeap.mu.Unlock()
-	h.Reset()
+	defaultAlloc.get().Reset()
 }
 
-// GC collects the default and the persistent heap (gc_mem_caches) and
-// returns the bytes given back.
+// GC collects the default and the persistent allocator (gc_mem_caches)
+// and returns the bytes given back.
 func GC() uintptr {
-	n := func() uintptr {
-		h := defaultHeap.lock()
-		defer defaultHeap.mu.Unlock()
-		return h.GC()
-	}()
-	h := persistentHeap.lock()
-	defer persistentHeap.mu.Unlock()
-	return n + h.GC()
+	return defaultAlloc.get().GC() + persistentAlloc.get().GC()
 }
 
-// SetLimit sets the memory limit of the default heap (memory_limit).
+// SetLimit sets the memory limit of the default allocator (memory_limit).
 func SetLimit(limit uintptr) error {
-	h := defaultHeap.lock()
-	defer defaultHeap.mu.Unlock()
-	return h.SetLimit(limit)
+	return defaultAlloc.get().SetLimit(limit)
 }
 
-// ReadStats returns the statistics of the default heap.
+// ReadStats returns the statistics of the default allocator.
 func ReadStats() Stats {
-	h := defaultHeap.lock()
-	defer defaultHeap.mu.Unlock()
-	return h.Stats()
+	return defaultAlloc.get().Stats()
 }
 
 // PAlloc allocates persistent memory (pemalloc(size, 1)): it survives Reset.
 func PAlloc(size uintptr) unsafe.Pointer {
-	h := persistentHeap.lock()
-	defer persistentHeap.mu.Unlock()
-	return h.Alloc(size)
+	return persistentAlloc.get().Alloc(size)
 }
 
 // PCalloc allocates zeroed persistent memory (pecalloc).
 func PCalloc(n, size uintptr) unsafe.Pointer {
-	h := persistentHeap.lock()
-	defer persistentHeap.mu.Unlock()
-	return h.Calloc(n, size)
+	return persistentAlloc.get().Calloc(n, size)
 }
 
 // PRealloc resizes persistent memory (perealloc).
 func PRealloc(p unsafe.Pointer, size uintptr) unsafe.Pointer {
-	h := persistentHeap.lock()
-	defer persistentHeap.mu.Unlock()
-	return h.Realloc(p, size)
+	return persistentAlloc.get().Realloc(p, size)
 }
 
 // PFree frees persistent memory (pefree).
 func PFree(p unsafe.Pointer) {
-	h := persistentHeap.lock()
-	defer persistentHeap.mu.Unlock()
-	h.Free(p)
+	persistentAlloc.get().Free(p)
 }
 
 // PStrdup copies s, NUL-terminated, into persistent memory (pestrdup).
 func PStrdup(s string) unsafe.Pointer {
-	h := persistentHeap.lock()
-	defer persistentHeap.mu.Unlock()
-	return h.Strdup(s)
+	return persistentAlloc.get().Strdup(s)
 }
 
-// ReadPersistentStats returns the statistics of the persistent heap.
+// ReadPersistentStats returns the statistics of the persistent allocator.
 func ReadPersistentStats() Stats {
-	h := persistentHeap.lock()
-	defer persistentHeap.mu.Unlock()
-	return h.Stats()
+	return persistentAlloc.get().Stats()
 }
 
-// DefaultSnapshot takes a snapshot of the default heap under its lock.
+// DefaultSnapshot takes a snapshot of the default allocator (see
+// Shared.Snapshot).
 func DefaultSnapshot() *Snapshot {
-	h := defaultHeap.lock()
-	defer defaultHeap.mu.Unlock()
-	s := h.Snapshot()
+	s := defaultAlloc.get().Snapshot()
 	s.Name = "default"
 	return s
 }
 
-// PersistentSnapshot takes a snapshot of the persistent heap under its lock.
+// PersistentSnapshot takes a snapshot of the persistent allocator.
 func PersistentSnapshot() *Snapshot {
-	h := persistentHeap.lock()
-	defer persistentHeap.mu.Unlock()
-	s := h.Snapshot()
+	s := persistentAlloc.get().Snapshot()
 	s.Name = "persistent"
 	return s
 }

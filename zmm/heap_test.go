@@ -985,6 +985,48 @@ func TestDefaultHeapIsSafeForConcurrentUse(t *testing.T) {
 	assert.Zero(t, zmm.ReadStats().Usage)
 }
 
+// TestPackageFunctionsFreeAcrossGoroutines: the package-level functions
+// are a shared allocator: a block made on one goroutine may be freed on
+// another, and the statistics and snapshot cover every heap.
+func TestPackageFunctionsFreeAcrossGoroutines(t *testing.T) {
+	blocks := make(chan unsafe.Pointer, 64)
+	var producers, consumers sync.WaitGroup
+	for w := range 4 {
+		producers.Go(func() {
+			for i := range 3000 {
+				var p unsafe.Pointer
+				switch i % 3 {
+				case 0:
+					p = zmm.Alloc(uintptr(i%700) + 1)
+				case 1:
+					p = zmm.Calloc(uintptr(i%40)+1, 8)
+				default:
+					p = zmm.Strdup("crossing")
+				}
+				fill(p, 1, byte(w))
+				blocks <- p
+			}
+		})
+	}
+	for range 3 {
+		consumers.Go(func() {
+			for p := range blocks {
+				zmm.Free(p)
+			}
+		})
+	}
+	producers.Wait()
+	close(blocks)
+	consumers.Wait()
+	st := zmm.ReadStats() // collects what was freed remotely
+	assert.Zero(t, st.Usage)
+	snap := zmm.DefaultSnapshot()
+	assert.Equal(t, "default", snap.Name)
+	assert.Zero(t, snap.Stats.Usage)
+	assert.Equal(t, uint64(st.RealUsage), snap.Stats.RealUsage)
+	assert.Len(t, snap.Chunks, st.Chunks)
+}
+
 func TestPersistentMemorySurvivesReset(t *testing.T) {
 	p := zmm.PStrdup("module config")
 	q := zmm.Strdup("request data")
