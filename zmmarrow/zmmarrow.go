@@ -187,12 +187,14 @@ func NewLocked(h *zmm.Heap, mu sync.Locker) *Allocator {
 
 // NewShared returns an Allocator over a shared allocator, which any
 // goroutine may call without a lock. Its blocks are 64-byte aligned at the
-// sizes this package asks for, as a normal heap's are.
+// sizes this package asks for, as a normal heap's are; over a debug,
+// system or guard allocator (a serial one) buffers carry Overhead bytes,
+// as over such a heap, and leaks are reported at Arrow's caller.
 func NewShared(s *zmm.Shared) *Allocator {
 	if s == nil {
 		panic("zmmarrow: NewShared with a nil allocator")
 	}
-	return &Allocator{s: s}
+	return &Allocator{s: s, over: s.Debug() || s.Mode() != zmm.ModeChunks}
 }
 
 // Heap returns the heap the Allocator allocates from (nil for NewShared).
@@ -252,12 +254,12 @@ func (a *Allocator) Free(b []byte) {
 		defer a.mu.Unlock()
 	}
 	p := unsafe.Pointer(unsafe.SliceData(b))
+	if a.over {
+		p, _ = a.header(p, "Free")
+	}
 	if a.s != nil {
 		a.s.Free(p)
 		return
-	}
-	if a.over {
-		p, _ = a.header(p, "Free")
 	}
 	a.h.Free(p)
 }
@@ -298,20 +300,15 @@ func roundUp(size int) uintptr {
 // alloc returns an aligned, not zeroed, buffer of size > 0 bytes.
 func (a *Allocator) alloc(size int) []byte {
 	checkSize("Allocate", size)
-	if a.s != nil {
-		p := a.s.Alloc(roundUp(size))
-		checkAligned(p, "Allocate")
-		return unsafe.Slice((*byte)(p), size)
-	}
 	if a.mu != nil {
 		a.mu.Lock()
 		defer a.mu.Unlock()
 	}
 	if a.over {
-		p := a.h.Alloc(uintptr(size) + pad)
+		p := a.blockAlloc(uintptr(size) + pad)
 		return unsafe.Slice((*byte)(place(p)), size)
 	}
-	p := a.h.Alloc(roundUp(size))
+	p := a.blockAlloc(roundUp(size))
 	checkAligned(p, "Allocate")
 	return unsafe.Slice((*byte)(p), size)
 }
@@ -320,18 +317,13 @@ func (a *Allocator) alloc(size int) []byte {
 // bytes, and returns it, not zeroed beyond them.
 func (a *Allocator) realloc(size int, b []byte, keep int) []byte {
 	checkSize("Reallocate", size)
-	if a.s != nil {
-		p := a.s.Realloc(unsafe.Pointer(unsafe.SliceData(b)), roundUp(size))
-		checkAligned(p, "Reallocate")
-		return unsafe.Slice((*byte)(p), size)
-	}
 	if a.mu != nil {
 		a.mu.Lock()
 		defer a.mu.Unlock()
 	}
 	if !a.over {
 		// On a normal heap the block is the buffer.
-		p := a.h.Realloc(unsafe.Pointer(unsafe.SliceData(b)), roundUp(size))
+		p := a.blockRealloc(unsafe.Pointer(unsafe.SliceData(b)), roundUp(size))
 		checkAligned(p, "Reallocate")
 		return unsafe.Slice((*byte)(p), size)
 	}
@@ -339,7 +331,7 @@ func (a *Allocator) realloc(size int, b []byte, keep int) []byte {
 	// are at the old distance from the new block's start; they move if the
 	// new block needs another distance.
 	p, off := a.header(unsafe.Pointer(unsafe.SliceData(b)), "Reallocate")
-	q := a.h.Realloc(p, uintptr(size)+pad)
+	q := a.blockRealloc(p, uintptr(size)+pad)
 	buf := unsafe.Add(q, offset(q))
 	if moved := unsafe.Add(q, off); moved != buf {
 		// Before the header is written: it may lie in the bytes that move.
@@ -347,6 +339,22 @@ func (a *Allocator) realloc(size int, b []byte, keep int) []byte {
 	}
 	writeHeader(buf, uintptr(buf)-uintptr(q))
 	return unsafe.Slice((*byte)(buf), size)
+}
+
+// blockAlloc and blockRealloc call the allocator's backend: the shared
+// allocator, or the heap (under the lock the caller took, if any).
+func (a *Allocator) blockAlloc(n uintptr) unsafe.Pointer {
+	if a.s != nil {
+		return a.s.Alloc(n)
+	}
+	return a.h.Alloc(n)
+}
+
+func (a *Allocator) blockRealloc(p unsafe.Pointer, n uintptr) unsafe.Pointer {
+	if a.s != nil {
+		return a.s.Realloc(p, n)
+	}
+	return a.h.Realloc(p, n)
 }
 
 // checkAligned panics if a normal heap's block is not 64-byte aligned,

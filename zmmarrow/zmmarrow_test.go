@@ -7,6 +7,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"os"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -572,9 +573,13 @@ func TestNew(t *testing.T) {
 
 // TestSharedConcurrent: arrays built on several goroutines and released on
 // others, and the IPC writer's concurrent compression, on a zmm.Shared
-// without a lock.
+// without a lock, of every kind (debug, system and guard ones are serial).
 func TestSharedConcurrent(t *testing.T) {
-	s, err := zmm.NewShared(zmm.WithDebug(false), zmm.WithAllocMode(zmm.ModeChunks))
+	forEachHeap(t, testSharedConcurrent)
+}
+
+func testSharedConcurrent(t *testing.T, k heapKind) {
+	s, err := zmm.NewShared(k.opts...)
 	require.NoError(t, err)
 	defer s.Close()
 	mem := memory.NewCheckedAllocator(&aligning{t: t, mem: zmmarrow.NewShared(s)})
@@ -628,6 +633,7 @@ func TestSharedConcurrent(t *testing.T) {
 	mem.AssertSize(t, 0)
 	require.NoError(t, s.Check()) // collects what was freed remotely
 	assert.Zero(t, s.Usage())
+	assert.Empty(t, s.Leaks())
 
 	// Reallocate keeps the bytes and the alignment; Free of a foreign slice
 	// is an error.
@@ -638,9 +644,30 @@ func TestSharedConcurrent(t *testing.T) {
 	assert.Equal(t, "hello", string(b[:5]))
 	assert.Zero(t, uintptr(unsafe.Pointer(unsafe.SliceData(b)))%zmmarrow.Alignment)
 	za.Free(b)
-	err = zmm.Try(func() { za.Free(make([]byte, 8)) })
+	require.NoError(t, s.Check())
+	err = zmm.Try(func() { za.Free(make([]byte, 64)) })
 	assert.ErrorIs(t, err, zmm.ErrInvalidPointer)
 	assert.Same(t, s, za.Shared())
 	assert.Nil(t, za.Heap())
+
+	if s.Debug() {
+		// A debug allocator names Arrow's caller, on whichever goroutine.
+		var leak []byte
+		var file string
+		var line int
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			leak = za.Allocate(10)
+			_, file, line, _ = runtime.Caller(0)
+		}()
+		<-done
+		leaks := s.Leaks()
+		require.Len(t, leaks, 1)
+		assert.Equal(t, file, leaks[0].Site.File)
+		assert.Equal(t, line-1, leaks[0].Site.Line)
+		za.Free(leak)
+		assert.Empty(t, s.Leaks())
+	}
 	assert.Panics(t, func() { zmmarrow.NewShared(nil) })
 }
