@@ -592,6 +592,7 @@ func TestRegisterShared(t *testing.T) {
 	}()
 	names := Heaps()
 	require.Contains(t, names, "pool/0")
+	require.Contains(t, names, "pool")
 	var usage uint64
 	for _, name := range names {
 		if !strings.HasPrefix(name, "pool/") {
@@ -603,9 +604,14 @@ func TestRegisterShared(t *testing.T) {
 		require.NoError(t, Validate(s))
 		usage += s.Stats.Usage
 	}
+	whole, err := Snapshot("pool")
+	require.NoError(t, err)
+	require.NoError(t, Validate(whole))
+	assert.Equal(t, "pool", whole.Name)
 	close(stop)
 	wg.Wait()
 	assert.GreaterOrEqual(t, usage, uint64(100*bins200()), "the 100 blocks are in the snapshots")
+	assert.GreaterOrEqual(t, whole.Stats.Usage, uint64(100*bins200()), "and in the whole's")
 
 	_, err = Snapshot("pool/99")
 	assert.Error(t, err)

@@ -55,8 +55,9 @@ func Register(name string, h *zmm.Heap, mu sync.Locker) {
 	registry.heaps[name] = registered{h, mu}
 }
 
-// RegisterShared makes the heaps of a shared allocator visible to the
-// handler as name/0, name/1, … (one per heap it has made so far). No lock
+// RegisterShared makes a shared allocator visible to the handler: the
+// whole of it as name (its heaps merged, Shared.Snapshot), and each heap
+// as name/0, name/1, … (one per heap it has made so far). No lock
 // is needed: a snapshot holds the allocator's heaps for its length, as
 // a.GC does. The allocator must be unregistered before it is closed.
 //
@@ -105,8 +106,8 @@ func sharedHeap(name string) (*zmm.Shared, int, bool) {
 }
 
 // Heaps returns the names of the heaps the handler serves: "default",
-// "persistent", then the registered ones in order (a shared allocator's
-// heaps as name/0, name/1, …).
+// "persistent", then the registered ones in order (a shared allocator as
+// name, and its heaps as name/0, name/1, …).
 func Heaps() []string {
 	registry.mu.Lock()
 	defer registry.mu.Unlock()
@@ -115,6 +116,7 @@ func Heaps() []string {
 		names = append(names, name)
 	}
 	for name, a := range registry.shared {
+		names = append(names, name)
 		for i := range a.SharedStats().Heaps {
 			names = append(names, fmt.Sprintf("%s/%d", name, i))
 		}
@@ -138,7 +140,16 @@ func Snapshot(name string) (*zmm.Snapshot, error) {
 	}
 	registry.mu.Lock()
 	r, ok := registry.heaps[name]
+	whole := registry.shared[name]
 	registry.mu.Unlock()
+	if whole != nil {
+		var s *zmm.Snapshot
+		if err := zmm.Try(func() { s = whole.Snapshot() }); err != nil {
+			return nil, fmt.Errorf("inspect: heap %q: %w", name, err)
+		}
+		s.Name = name
+		return s, nil
+	}
 	if !ok {
 		if a, i, shared := sharedHeap(name); shared {
 			s, err := a.HeapSnapshot(i)
