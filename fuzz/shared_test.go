@@ -9,10 +9,9 @@ package fuzz
 // pointer (an error, and nothing changes), GC, Check. With the first byte's
 // top bit set the allocator has a 48 MiB limit: an allocation or a realloc
 // it refuses must fail with ErrMemoryLimit and change nothing, and the
-// allocator's RealPeakUsage must never pass the limit. With the first byte's
-// top bit set the allocator has a 48 MiB limit: an allocation or a realloc
-// it refuses must fail with ErrMemoryLimit and change nothing, and the
-// allocator's RealPeakUsage must never pass the limit.
+// allocator's RealPeakUsage must never pass the limit. With its bit 6 set
+// the allocator is in debug mode (serial: one debug heap that every
+// goroutine takes in turn), and must end with no leaks.
 //
 // Every block holds a pattern of its id in its first bytes, checked when
 // it is freed, reallocated or taken; a set of live addresses catches a
@@ -39,6 +38,8 @@ func FuzzShared(f *testing.F) {
 		seq = append(seq, byte(i%7), byte(i*37))
 	}
 	f.Add(seq)
+	f.Add(append([]byte{0x62}, seq[1:]...)) // the same in debug mode
+	f.Add([]byte{0xd3, 0, 255, 0, 254, 0, 253, 0, 252, 4, 250, 3, 0, 4, 251, 0, 255, 5, 9})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		if len(data) < 3 {
 			return
@@ -91,12 +92,13 @@ func sharedExec(t *testing.T, data []byte) {
 	if data[0]&0x80 != 0 {
 		limit = 48 << 20
 	}
-	a, err := zmm.NewShared(zmm.WithDebug(false), zmm.WithAllocMode(zmm.ModeChunks), zmm.WithLimit(limit))
+	debug := data[0]&0x40 != 0
+	a, err := zmm.NewShared(zmm.WithDebug(debug), zmm.WithAllocMode(zmm.ModeChunks), zmm.WithLimit(limit), zmm.WithLeakReport(nil))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer a.Close()
-	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1 + int(data[0]>>4&7)%4))
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1 + int(data[0]>>4&3)))
 	workers := 2 + int(data[0]&0xf)%4
 	progs := make([][]byte, workers)
 	for i := 1; i+1 < len(data); i += 2 {
@@ -238,6 +240,9 @@ func sharedExec(t *testing.T, data []byte) {
 	}
 	if u := a.Usage(); u != 0 {
 		t.Fatalf("Usage %d after every block was freed and collected", u)
+	}
+	if l := a.Leaks(); len(l) != 0 {
+		t.Fatalf("%d leaks after every block was freed, the first %+v", len(l), l[0])
 	}
 	if p := a.RealPeakUsage(); p > limit {
 		t.Fatalf("RealPeakUsage %d passed the limit %d", p, limit)
