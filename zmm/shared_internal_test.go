@@ -18,15 +18,6 @@ func newTestShared(t testing.TB) *Shared {
 	return a
 }
 
-// inboxLen counts the blocks waiting in s's inbox.
-func inboxLen(s *heapState) int {
-	n := 0
-	for b := *(*uintptr)(ptr(s.inbox)); b != 0; b = *(*uintptr)(ptr(b)) {
-		n++
-	}
-	return n
-}
-
 // TestSharedRemoteFree drives the remote path itself, which a test of the
 // API cannot choose: a block pushed onto its heap's inbox counts until its
 // heap collects it, and every way of freeing it again is a double free.
@@ -42,7 +33,7 @@ func TestSharedRemoteFree(t *testing.T) {
 		collected := a.SharedStats().Collected
 
 		a.pushRemote("Free", o, addr)
-		require.Equal(t, 1, inboxLen(s), "size %d", size)
+		require.Equal(t, uint64(1), inboxLen(s), "size %d", size)
 		assert.Equal(t, usage, a.Usage(), "a pending block counts until collected")
 
 		for name, f := range map[string]func(){
@@ -54,10 +45,10 @@ func TestSharedRemoteFree(t *testing.T) {
 			err := Try(f)
 			assert.ErrorIs(t, err, ErrDoubleFree, "size %d, %s: %v", size, name, err)
 		}
-		require.Equal(t, 1, inboxLen(s), "the failed calls changed nothing")
+		require.Equal(t, uint64(1), inboxLen(s), "the failed calls changed nothing")
 
 		require.NoError(t, a.Check()) // collects
-		assert.Equal(t, 0, inboxLen(s))
+		assert.Zero(t, inboxLen(s))
 		assert.Equal(t, usage-class, a.Usage(), "size %d", size)
 		assert.Equal(t, collected+1, a.SharedStats().Collected)
 		assert.ErrorIs(t, Try(func() { a.Free(p) }), ErrDoubleFree, "freed for good")
@@ -153,7 +144,7 @@ func TestSharedAdoptsStrandedHeaps(t *testing.T) {
 	a.resume(nil)
 
 	a.Free(p) // its heap is in no slot of ours: a remote free
-	require.Equal(t, 1, inboxLen(hs[0].st))
+	require.Equal(t, uint64(1), inboxLen(hs[0].st))
 	assert.Equal(t, class, a.Usage())
 
 	q := a.Alloc(1 << 20) // a slow path with nothing idle: adopts
@@ -163,6 +154,26 @@ func TestSharedAdoptsStrandedHeaps(t *testing.T) {
 	a.Free(q)
 	require.NoError(t, a.Check())
 	assert.Zero(t, a.Usage())
+
+	// The whole allocator's snapshot shows a stranded heap and its pending
+	// remote frees (and collects them).
+	p = a.Alloc(64)
+	hs = a.stop()
+	a.slot(stranded).st = uintptr(unsafe.Pointer(hs[0].st))
+	hs[0].st.held = 0
+	a.resume(nil)
+	a.Free(p)
+	snap := a.Snapshot()
+	require.NotNil(t, snap.Shared)
+	sh := snap.Shared
+	assert.Equal(t, 1, sh.Stranded)
+	assert.Equal(t, uint64(1), sh.Adopted)
+	assert.Equal(t, uint64(1), sh.Pending)
+	assert.Equal(t, uint64(2), sh.Collected)
+	require.Len(t, sh.Heaps, 1)
+	assert.Equal(t, SharedHeapSnapshot{Index: 0, P: stranded, RealUsage: snap.Stats.RealUsage, Chunks: 1, Pending: 1, Collected: 2}, sh.Heaps[0])
+	assert.Zero(t, snap.Stats.Usage)
+	assert.Equal(t, 1, a.Snapshot().Shared.Idle, "resumed heaps wait in idle")
 }
 
 // TestSharedRemoteChecksOfFreedBlocks: BlockSize and Realloc of a block

@@ -203,6 +203,7 @@ func (a *Shared) adoptStranded(procs int) bool {
 		if sa := sl.st; sa != 0 && sl.stop != 0 {
 			sl.st = 0
 			a.idle = append(a.idle, a.heapOf((*heapState)(ptr(sa))))
+			a.adopted++
 		}
 		atomicStoreUint32(&sl.stop, 0)
 	}
@@ -214,6 +215,13 @@ func (a *Shared) adoptStranded(procs int) bool {
 // the slots, and waits until no goroutine holds one (those give theirs to
 // idle). Calls meanwhile wait in takeIdle. resume ends it.
 func (a *Shared) stop() []*Heap {
+	hs, _ := a.stopAt()
+	return hs
+}
+
+// stopAt is stop, and says for each heap the P whose slot held it (-1:
+// idle or held).
+func (a *Shared) stopAt() (hs []*Heap, pids []int) {
 	a.mu.Lock()
 	for a.stopping {
 		a.cond.Wait()
@@ -224,10 +232,10 @@ func (a *Shared) stop() []*Heap {
 	}
 	a.mu.Unlock()
 	stopTheWorld()
-	var hs []*Heap
 	for i := range sharedSlots {
 		if sl := a.slot(i); sl.st != 0 {
 			hs = append(hs, a.heapOf((*heapState)(ptr(sl.st))))
+			pids = append(pids, i)
 			sl.st = 0
 		}
 	}
@@ -235,10 +243,13 @@ func (a *Shared) stop() []*Heap {
 	for a.anyHeld() {
 		a.cond.Wait()
 	}
-	hs = append(hs, a.idle...)
+	for _, h := range a.idle {
+		hs = append(hs, h)
+		pids = append(pids, -1)
+	}
 	a.idle = a.idle[:0]
 	a.mu.Unlock()
-	return hs
+	return hs, pids
 }
 
 // anyHeld reports whether a goroutine holds one of the heaps (under mu,

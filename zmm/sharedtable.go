@@ -90,6 +90,7 @@ type Shared struct {
 	stopping bool      // a stop holds every heap (GC, Check, Close)
 	idle     []*Heap   // heaps in no slot and held by nobody
 	waiting  int       // goroutines waiting for an idle heap
+	adopted  uint64    // heaps adopted from the slots of Ps gone
 	late     []error   // errors found by a collection, for Check
 	lateN    int       // how many there were (late keeps the first few)
 }

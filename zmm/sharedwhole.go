@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"runtime"
 	"slices"
 	"sync/atomic"
 	"time"
@@ -83,18 +84,40 @@ func (a *Shared) Stats() Stats {
 // HeapSnapshot's.
 func (a *Shared) Snapshot() *Snapshot {
 	a.checkOpen("Snapshot")
-	hs := a.stop()
+	hs, pids := a.stopAt()
 	defer a.resume(hs)
+	procs := runtime.GOMAXPROCS(0)
+	sh := &SharedSnapshot{Serial: a.serial, Heaps: []SharedHeapSnapshot{}}
+	a.mu.Lock()
+	sh.Adopted = a.adopted
+	a.mu.Unlock()
 	snap := &Snapshot{
 		Version: SnapshotVersion, Name: a.name, Time: time.Now(),
 		Mode: a.Mode().String(), Debug: a.Debug(),
 		OSPageSize: uint64(chunk.OSPageSize()), PageSize: chunk.PageSize, ChunkSize: chunk.Size,
 		CachedChunks: []uint64{}, Huge: []HugeSnapshot{}, CachedHuge: []HugeSnapshot{},
 	}
-	for _, h := range hs {
+	for i, h := range hs {
+		pending := inboxLen(h.st) // nobody collects during a stop
 		a.collect(h)
-		mergeSnapshot(snap, h.Snapshot())
+		hsnap := h.Snapshot()
+		mergeSnapshot(snap, hsnap)
+		sh.Heaps = append(sh.Heaps, SharedHeapSnapshot{
+			Index: int(h.st.sharedIdx), P: pids[i],
+			Usage: hsnap.Stats.Usage, RealUsage: hsnap.Stats.RealUsage, Chunks: hsnap.Stats.Chunks,
+			Pending: pending, Collected: h.st.collected,
+		})
+		sh.Pending += pending
+		sh.Collected += h.st.collected
+		switch {
+		case pids[i] < 0:
+			sh.Idle++
+		case pids[i] >= procs:
+			sh.Stranded++
+		}
 	}
+	slices.SortFunc(sh.Heaps, func(x, y SharedHeapSnapshot) int { return cmp.Compare(x.Index, y.Index) })
+	snap.Shared = sh
 	if snap.Bins == nil { // no heap yet
 		for b := range bins.NumBins {
 			snap.Bins = append(snap.Bins, BinSnapshot{Bin: b, Size: bins.Size[b], Elements: bins.Elements[b], Pages: bins.Pages[b]})
@@ -146,6 +169,17 @@ func mergeSnapshot(dst, src *Snapshot) {
 	dst.Huge = append(dst.Huge, src.Huge...)
 	dst.CachedHuge = append(dst.CachedHuge, src.CachedHuge...)
 	dst.Blocks = append(dst.Blocks, src.Blocks...)
+}
+
+// inboxLen counts the blocks in s's inbox. Only for a stopped heap: the
+// blocks may be pushed onto, never taken off meanwhile, so the list from
+// the head it loads stays whole.
+func inboxLen(s *heapState) uint64 {
+	n := uint64(0)
+	for b := atomic.LoadUintptr((*uintptr)(ptr(s.inbox))); b != 0; b = *(*uintptr)(ptr(b)) {
+		n++
+	}
+	return n
 }
 
 // Leaks lists the allocator's live blocks with their sites, in its heap's

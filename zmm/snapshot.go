@@ -42,6 +42,41 @@ type Snapshot struct {
 	// Blocks lists every live block with its allocation site; only debug,
 	// system and guard heaps know sites, so it is empty otherwise.
 	Blocks []BlockSnapshot `json:"blocks,omitempty"`
+	// Shared describes the heaps of a shared allocator, in a snapshot of
+	// the whole of one (Shared.Snapshot); absent otherwise.
+	Shared *SharedSnapshot `json:"shared,omitempty"`
+}
+
+// SharedSnapshot is what a shared allocator adds to its snapshot: where
+// each heap was and what its remote frees were doing.
+type SharedSnapshot struct {
+	// Serial: debug, system or guard mode, one heap every call takes.
+	Serial bool `json:"serial"`
+	// Idle counts the heaps in no P's slot; Stranded those left in the
+	// slots of Ps that GOMAXPROCS took away, until a heap is next wanted
+	// (adoption); Adopted the heaps adopted so far.
+	Idle     int    `json:"idle"`
+	Stranded int    `json:"stranded"`
+	Adopted  uint64 `json:"adopted"`
+	// Pending counts the blocks freed remotely that were waiting in the
+	// heaps' inboxes when the snapshot was taken (it collected them);
+	// Collected the remote frees collected since the allocator was made,
+	// those included.
+	Pending   uint64               `json:"pending"`
+	Collected uint64               `json:"collected"`
+	Heaps     []SharedHeapSnapshot `json:"heaps"`
+}
+
+// SharedHeapSnapshot is one heap of a shared allocator.
+type SharedHeapSnapshot struct {
+	Index int `json:"index"` // as in HeapSnapshot and inspect's name/i
+	// P is the id of the P whose slot held the heap, or -1 for an idle one.
+	P         int    `json:"p"`
+	Usage     uint64 `json:"usage"`
+	RealUsage uint64 `json:"real_usage"`
+	Chunks    int    `json:"chunks"`
+	Pending   uint64 `json:"pending"`
+	Collected uint64 `json:"collected"`
 }
 
 // SnapshotStats are the heap's statistics (see Stats).

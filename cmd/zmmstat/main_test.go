@@ -614,3 +614,22 @@ func TestWatchCountsTheBlocksOfADebugHeap(t *testing.T) {
 	assert.Empty(t, v.Blocks)
 	assert.Equal(t, &inspect.BlockTotals{Count: 20000, Bytes: 20000 * 100}, v.BlocksLeftOut)
 }
+
+// TestShowSharedAllocator: show of a whole shared allocator's snapshot
+// lists its heaps, where each was, and their remote frees.
+func TestShowSharedAllocator(t *testing.T) {
+	a, err := zmm.NewShared(zmm.WithDebug(false), zmm.WithAllocMode(zmm.ModeChunks), zmm.WithName("pool"))
+	require.NoError(t, err)
+	defer a.Close()
+	p := a.Alloc(100)
+	s := &inspect.Summary{Snapshot: a.Snapshot()}
+	require.NotNil(t, s.Shared)
+	var b bytes.Buffer
+	writeShow(&b, s)
+	out := b.String()
+	assert.Contains(t, out, `heap "pool" (chunks mode)`)
+	assert.Contains(t, out, "shared allocator (per-P heaps): 1 heap, 0 idle, 0 stranded (their P went away), 0 adopted\n")
+	assert.Contains(t, out, "remote frees: 0 pending when the snapshot was taken (it collected them), 0 collected in all\n")
+	assert.Regexp(t, `\n\s+0\s+\d+\s+\d+ B\s+2\.0 MiB\s+1\s+0\s+0\n`, out)
+	a.Free(p)
+}

@@ -27,6 +27,10 @@ const (
 func writeShow(w io.Writer, s *inspect.Summary) {
 	writeSummary(w, s)
 	fmt.Fprintln(w)
+	if s.Shared != nil {
+		writeShared(w, s.Shared)
+		fmt.Fprintln(w)
+	}
 	writeBins(w, s.Snapshot)
 	fmt.Fprintln(w)
 	writeFragmentation(w, s.Snapshot)
@@ -77,6 +81,27 @@ func writeSummary(w io.Writer, s *inspect.Summary) {
 	if hasSites(s.Snapshot) {
 		live := s.LiveBlocks()
 		fmt.Fprintf(w, "  live blocks %d, %s requested\n", live.Count, inspect.FormatBytes(live.Bytes))
+	}
+}
+
+// writeShared writes what a shared allocator's snapshot adds: its heaps,
+// where each was, and their remote frees.
+func writeShared(w io.Writer, sh *zmm.SharedSnapshot) {
+	kind := "per-P heaps"
+	if sh.Serial {
+		kind = "serial: one heap every goroutine takes in turn"
+	}
+	fmt.Fprintf(w, "shared allocator (%s): %s, %d idle, %d stranded (their P went away), %d adopted\n",
+		kind, count(len(sh.Heaps), "heap"), sh.Idle, sh.Stranded, sh.Adopted)
+	fmt.Fprintf(w, "  remote frees: %d pending when the snapshot was taken (it collected them), %d collected in all\n", sh.Pending, sh.Collected)
+	fmt.Fprintf(w, "  %5s %5s %10s %10s %7s %8s %10s\n", "heap", "P", "usage", "real", "chunks", "pending", "collected")
+	for _, h := range sh.Heaps {
+		p := "idle"
+		if h.P >= 0 {
+			p = fmt.Sprint(h.P)
+		}
+		fmt.Fprintf(w, "  %5d %5s %10s %10s %7d %8d %10d\n", h.Index, p, inspect.FormatBytes(h.Usage),
+			inspect.FormatBytes(h.RealUsage), h.Chunks, h.Pending, h.Collected)
 	}
 }
 
