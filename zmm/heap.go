@@ -18,8 +18,8 @@ import (
 //
 // A Heap has one owner at a time: it is not safe for concurrent use, in the
 // way a Zend MM heap under ZTS belongs to one thread. Give each worker
-// goroutine its own Heap (New), or use the package-level functions, which
-// serve a process-wide default heap behind a mutex. Two goroutines caught
+// goroutine its own Heap (New), or use a Shared (NewShared, or the
+// package-level functions, which serve one). Two goroutines caught
 // in one heap's slow paths at once get ErrConcurrentUse (owner.go).
 //
 // Blocks hold plain bytes. Never store a Go pointer in a block: the garbage

@@ -15,7 +15,7 @@
  * The workloads are those of bench/shared_test.go, with its block sizes
  * (churnSizes: 1024 sizes uniform in 16..3072, from Go's PCG with the same
  * seeds, reproduced bit for bit below); bench/c/zmmthreads runs the same
- * three on zmm's Shared. OPS counts over all threads, and ns/op is wall
+ * five on zmm's Shared. OPS counts over all threads, and ns/op is wall
  * time over OPS, so perfect scaling divides it by the thread count:
  *
  *   churn    every thread keeps a ring of 64 live blocks and replaces one
@@ -33,10 +33,38 @@
  *            blocks are freed by a thread that did not allocate them (after
  *            Larson and Krishnan's server benchmark); op = one step. OPS is
  *            rounded up to a multiple of THREADS
+ *   cache-scratch
+ *            false sharing handed over (after Hoard's cache-scratch): the
+ *            main thread allocates one 8-byte block per thread, one after
+ *            the other, before the clock starts, and hands thread t block
+ *            t; each thread frees the block it was given, then repeats, its
+ *            share of OPS times: allocate an 8-byte block, increment each of
+ *            its 8 bytes SCRATCH_WRITES (32) times over (volatile byte loads
+ *            and stores), free it. An allocator that gives a thread back the
+ *            block it freed, on one cache line with the other threads'
+ *            (Hoard's passive false sharing), shows it as poor scaling
+ *            (BenchmarkSharedCacheScratch); op = one alloc + writes + free
+ *   mstress  threads come and go while their blocks outlive them (after
+ *            mimalloc-bench's mstress), in rounds: each round starts THREADS
+ *            fresh threads and joins them. A thread makes MSTRESS_BATCH
+ *            (1000) steps; step i allocates a block into slot i of its
+ *            local array, then with chance 1/2 frees the block of a random
+ *            slot 0..i (if it holds one), and with chance 1/4 moves the
+ *            block of a random slot 0..i (if it holds one) into a random
+ *            slot of the transfer array (1000 slots shared by all threads,
+ *            an atomic exchange) and frees the block that was there (if
+ *            any), one left by a thread of this round or an earlier one. At
+ *            its end the thread frees what is left in its local array. The
+ *            transfer array starts empty; its last blocks are freed after
+ *            the clock (BenchmarkSharedMstress); op = one step (one block
+ *            allocated). OPS is rounded up to whole rounds, of THREADS x
+ *            1000 steps
  *
  * Every block gets its first 8 bytes written, so that each is touched.
  * Only the workload is timed (CLOCK_MONOTONIC): from the moment all threads
- * are started and waiting at the start line to the last one's exit.
+ * are started and waiting at the start line to the last one's exit (for
+ * mstress: from the first round's start to the last one's end, the
+ * creation and exit of the threads included).
  *
  * Output: one JSON object on stdout. Errors: a message on stderr, exit 1
  * (bad usage 2).
@@ -72,14 +100,20 @@ enum {
 	QUEUE = 4,              /* xmalloc: batches in flight per pair */
 	LARSON_SLOTS = 1000,    /* larson: blocks per array */
 	LARSON_ROUND = 10000,   /* larson: steps between two exchanges */
+	SCRATCH_SIZE = 8,       /* cache-scratch: block size */
+	SCRATCH_WRITES = 32,    /* cache-scratch: increments of each byte per op */
+	MSTRESS_BATCH = 1000,   /* mstress: steps (blocks allocated) of a thread */
+	TRANSFERS = 1000,       /* mstress: slots of the transfer array */
 	MAX_THREADS = 1024,
 };
 
 /* The seeds of bench/shared_test.go: bench's seed ("zmm") and churnSizes'
- * stream; the larson threads use streams LARSON_STREAM + thread. */
+ * stream; the larson threads use streams LARSON_STREAM + thread, the
+ * mstress ones MSTRESS_STREAM + round * THREADS + thread. */
 #define SEED UINT64_C(0x5a6d6d)
 #define SIZES_STREAM 18
 #define LARSON_STREAM 1000
+#define MSTRESS_STREAM 2000
 
 static void die(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
 static void die(const char *fmt, ...)
@@ -196,14 +230,15 @@ static void *alloc_aligned(size_t n)
 
 /* ---- the workloads ---- */
 
-/* A worker is one thread; ops is its share of the work (ops for churn,
- * batches for xmalloc, steps for larson). */
+/* A worker is one thread; ops is its share of the work (ops for churn and
+ * cache-scratch, batches for xmalloc, steps for larson, the round for
+ * mstress). */
 typedef struct {
 	pthread_t tid;
 	void *(*run)(void *); /* called with the worker */
 	int idx;              /* the thread's (xmalloc: the pair's) index */
 	uint64_t ops;
-	void *arg; /* xmalloc: its pair */
+	void *arg; /* xmalloc: its pair; cache-scratch: the block it is given */
 } worker;
 
 static pthread_barrier_t start_line; /* the workers and main */
@@ -322,6 +357,67 @@ static void *larson(void *arg)
 	return NULL;
 }
 
+static void *cache_scratch(void *arg)
+{
+	worker *w = arg;
+	pthread_barrier_wait(&start_line);
+	free(w->arg); /* the main thread's block, next to the others' */
+	for (uint64_t i = 0; i < w->ops; i++) {
+		volatile unsigned char *b = alloc_block(SCRATCH_SIZE, i);
+		for (int r = 0; r < SCRATCH_WRITES; r++)
+			for (int k = 0; k < SCRATCH_SIZE; k++)
+				b[k]++;
+		free((void *)b);
+	}
+	return NULL;
+}
+
+static void *transfer[TRANSFERS]; /* mstress: shared by all threads */
+
+/* pick is a random index in 0..n-1 from 32 random bits (multiply-shift). */
+static inline uint64_t pick(uint64_t bits32, uint64_t n)
+{
+	return (bits32 * n) >> 32;
+}
+
+/* mstress is one thread of one round (w->ops). Each step draws one random
+ * number x: the size from its low 10 bits, the chances from bits 10 (the
+ * free) and 11-12 (the swap), the slot to free from its high half; a swap
+ * draws one more, y: the local slot from its high half, the transfer slot
+ * from its low one. */
+static void *mstress(void *arg)
+{
+	worker *w = arg;
+	pcg r = pcg_new(SEED, MSTRESS_STREAM + w->ops * (uint64_t)nthreads + (uint64_t)w->idx);
+	void *data[MSTRESS_BATCH];
+	for (uint64_t i = 0; i < MSTRESS_BATCH; i++) {
+		uint64_t x = pcg_uint64(&r);
+		data[i] = alloc_block(sizes[x & (NSIZES - 1)], i);
+		if (x >> 10 & 1) { /* chance 1/2: free a local block */
+			uint64_t j = pick(x >> 32, i + 1);
+			if (data[j]) {
+				free(data[j]);
+				data[j] = NULL;
+			}
+		}
+		if ((x >> 11 & 3) == 0) { /* chance 1/4: swap one into the transfer array */
+			uint64_t y = pcg_uint64(&r);
+			uint64_t j = pick(y >> 32, i + 1);
+			if (data[j]) {
+				void *q = __atomic_exchange_n(&transfer[pick(y & UINT32_MAX, TRANSFERS)], data[j],
+							      __ATOMIC_ACQ_REL);
+				data[j] = NULL;
+				if (q)
+					free(q);
+			}
+		}
+	}
+	for (int i = 0; i < MSTRESS_BATCH; i++)
+		if (data[i])
+			free(data[i]);
+	return NULL;
+}
+
 /* ---- main ---- */
 
 static uint64_t now_ns(void)
@@ -335,7 +431,8 @@ static void usage(void)
 {
 	fprintf(stderr,
 		"usage: threads-%s WORKLOAD THREADS OPS\n"
-		"Runs WORKLOAD (churn, xmalloc or larson) on THREADS threads (1..%d) with %s,\n"
+		"Runs WORKLOAD (churn, xmalloc, larson, cache-scratch or mstress) on THREADS\n"
+		"threads (1..%d) with %s,\n"
 		"OPS operations in all, and prints one JSON object.\n",
 		ALLOCATOR, MAX_THREADS, ALLOCATOR);
 	exit(2);
@@ -397,26 +494,61 @@ int main(int argc, char **argv)
 			ws[i] = (worker){.run = larson, .idx = i, .ops = ops / nthreads};
 		arrays = alloc_aligned(nthreads * sizeof *arrays);
 		pthread_barrier_init(&exchange, NULL, nthreads);
+	} else if (!strcmp(workload, "cache-scratch")) {
+		/* The blocks first, one after the other: the harness's own
+		 * structures would leave holes between them. */
+		static void *given[MAX_THREADS];
+		for (int i = 0; i < nthreads; i++)
+			given[i] = alloc_block(SCRATCH_SIZE, (uint64_t)i);
+		nworkers = nthreads;
+		ws = alloc_aligned(nworkers * sizeof *ws);
+		for (int i = 0; i < nworkers; i++)
+			ws[i] = (worker){.run = cache_scratch, .idx = i, .ops = share(ops, nworkers, i),
+					 .arg = given[i]};
+	} else if (!strcmp(workload, "mstress")) {
+		nworkers = 0; /* started round by round below */
+		ws = alloc_aligned(nthreads * sizeof *ws);
 	} else {
 		usage();
 	}
 
-	pthread_barrier_init(&start_line, NULL, nworkers + 1);
-	for (int i = 0; i < nworkers; i++) {
-		int err = pthread_create(&ws[i].tid, NULL, ws[i].run, &ws[i]);
-		if (err)
-			die("pthread_create: %s", strerror(err));
+	uint64_t t0, dur;
+	if (nworkers > 0) {
+		pthread_barrier_init(&start_line, NULL, nworkers + 1);
+		for (int i = 0; i < nworkers; i++) {
+			int err = pthread_create(&ws[i].tid, NULL, ws[i].run, &ws[i]);
+			if (err)
+				die("pthread_create: %s", strerror(err));
+		}
+		pthread_barrier_wait(&start_line);
+		t0 = now_ns();
+		for (int i = 0; i < nworkers; i++)
+			pthread_join(ws[i].tid, NULL);
+		dur = now_ns() - t0;
+	} else { /* mstress */
+		uint64_t per_round = (uint64_t)nthreads * MSTRESS_BATCH;
+		uint64_t rounds = (ops + per_round - 1) / per_round;
+		ops = rounds * per_round;
+		t0 = now_ns();
+		for (uint64_t round = 0; round < rounds; round++) {
+			for (int i = 0; i < nthreads; i++) {
+				ws[i] = (worker){.run = mstress, .idx = i, .ops = round};
+				int err = pthread_create(&ws[i].tid, NULL, mstress, &ws[i]);
+				if (err)
+					die("pthread_create: %s", strerror(err));
+			}
+			for (int i = 0; i < nthreads; i++)
+				pthread_join(ws[i].tid, NULL);
+		}
+		dur = now_ns() - t0;
 	}
-	pthread_barrier_wait(&start_line);
-	uint64_t t0 = now_ns();
-	for (int i = 0; i < nworkers; i++)
-		pthread_join(ws[i].tid, NULL);
-	uint64_t dur = now_ns() - t0;
 
 	if (arrays) /* larson's last blocks, untimed */
 		for (int t = 0; t < nthreads; t++)
 			for (int i = 0; i < LARSON_SLOTS; i++)
 				free(arrays[t].slot[i]);
+	for (int i = 0; i < TRANSFERS; i++) /* mstress's, untimed */
+		free(transfer[i]);
 
 	printf("{\"allocator\":\"%s\",\"workload\":\"%s\",\"threads\":%d,\"ops\":%" PRIu64
 	       ",\"ns_per_op\":%.3f,\"duration_ns\":%" PRIu64 "}\n",

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # threads.sh: issue 18's concurrency benchmarks. Runs the same workloads
-# (churn, xmalloc, larson: threads.c describes them) on the C allocators
-# (threads.c on pthreads, linked with glibc, jemalloc or mimalloc) and on
-# zmm's Shared (zmmthreads, goroutines), on 1, 2, 4, ... threads up to the
-# CPUs available, and prints a Markdown table of each allocator's median
-# ns/op with its speedup over one thread.
+# (churn, xmalloc, larson, cache-scratch, mstress: threads.c describes them)
+# on the C allocators (threads.c on pthreads, linked with glibc, jemalloc or
+# mimalloc) and on zmm's Shared (zmmthreads, goroutines), on 1, 2, 4, ...
+# threads up to the CPUs available, and prints a Markdown table of each
+# allocator's median ns/op with its speedup over one thread.
 #
 # Usage: bench/c/threads.sh [-n REPS] [-o RESULTS.jsonl] [-N OPS] [-w WORKLOADS] [-t THREADS]
 #   -n REPS       runs of each allocator per workload and thread count
@@ -15,7 +15,7 @@
 #                 run, with "rep" added
 #   -N OPS        operations per run, over all its threads (default 2000000)
 #   -w WORKLOADS  which workloads, e.g. "churn larson" (default "churn
-#                 xmalloc larson")
+#                 xmalloc larson cache-scratch mstress")
 #   -t THREADS    thread counts, e.g. "1 2 8" (default 1, 2, 4, ... up to
 #                 nproc, and nproc itself)
 # Environment:
@@ -25,9 +25,10 @@
 #   ALLOCATORS  which to run (default "glibc jemalloc mimalloc zmm")
 # Needs gcc, the Debian packages libjemalloc-dev and libmimalloc-dev (build.sh
 # installs them, with the rest of the C harness's), and go. The Go
-# benchmarks of the same churn and producer/consumer workloads, which also
-# time zmm behind a mutex, a heap per goroutine and Go's own allocator:
-#   cd bench && go test -run XXX -bench 'Shared(LocalChurn|ProducerConsumer)' -cpu 1,2,4
+# benchmarks of the same churn, producer/consumer, cache-scratch and mstress
+# workloads, which also time zmm's package-level functions, a Heap behind a
+# mutex, a heap per goroutine (churn only) and Go's own allocator:
+#   cd bench && go test -run XXX -bench 'Shared(LocalChurn|ProducerConsumer|CacheScratch|Mstress)' -cpu 1,2,4
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -36,7 +37,7 @@ build="$here/build"
 reps=3
 out="$here/results-threads.jsonl"
 ops=2000000
-workloads="churn xmalloc larson"
+workloads="churn xmalloc larson cache-scratch mstress"
 threads=""
 NICE=${NICE:-nice -n 10}
 RUN_PREFIX=${RUN_PREFIX:-}
@@ -61,7 +62,10 @@ shift $((OPTIND - 1))
 positive "$reps" || die "-n wants a positive count, not $reps"
 positive "$ops" || die "-N wants a positive count, not $ops"
 for w in $workloads; do
-	case $w in churn | xmalloc | larson) ;; *) die "unknown workload $w (churn, xmalloc, larson)" ;; esac
+	case $w in
+	churn | xmalloc | larson | cache-scratch | mstress) ;;
+	*) die "unknown workload $w (churn, xmalloc, larson, cache-scratch, mstress)" ;;
+	esac
 done
 if [[ -z $threads ]]; then
 	cpus=$(nproc)
@@ -130,7 +134,8 @@ done
 		"$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)"
 	echo "$reps run(s) each of $ops ops, medians; runs prefixed with: ${RUN_PREFIX:-(nothing)}; $(go version | cut -d' ' -f3)," \
 		"$(dpkg-query -W -f='${Package} ${Version}, ' libc6 libjemalloc2 libmimalloc2.0 2>/dev/null | sed 's/, $//')"
-	echo "ns/op over all threads: per alloc+free pair (churn), per block (xmalloc), per step (larson);" \
+	echo "ns/op over all threads: per alloc+free pair (churn), per block (xmalloc), per step (larson)," \
+		"per alloc+writes+free (cache-scratch), per block allocated (mstress);" \
 		"(N×): speedup over the same allocator on 1 thread. xmalloc on 1 thread runs one producer and one consumer."
 	echo
 	"$build/zmmthreads" -table "$out"

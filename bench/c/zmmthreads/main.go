@@ -1,12 +1,17 @@
-// Command zmmthreads is the zmm side of bench/c/threads.c: the same three
-// concurrency workloads (churn, xmalloc, larson; threads.c describes them),
-// with the same block sizes and random streams, on one zmm.Shared. Each of
-// the C program's threads is a goroutine here, and GOMAXPROCS is set to the
-// number of goroutines, so that both sides run as many threads at once: for
-// xmalloc at THREADS=1 that is one producer and one consumer on two Ps (the
-// consumer's frees are remote), where BenchmarkSharedProducerConsumer at
-// -cpu 1 runs both on one P (all its frees are local). It prints one JSON
-// object with the fields of the C program (allocator "zmm").
+// Command zmmthreads is the zmm side of bench/c/threads.c: the same five
+// concurrency workloads (churn, xmalloc, larson, cache-scratch, mstress;
+// threads.c describes them), with the same block sizes and random streams,
+// on one zmm.Shared. Each of the C program's threads is a goroutine here,
+// and GOMAXPROCS is set to the number of goroutines, so that both sides run
+// as many threads at once: for xmalloc at THREADS=1 that is one producer and
+// one consumer on two Ps (the consumer's frees are remote), where
+// BenchmarkSharedProducerConsumer at -cpu 1 runs both on one P (all its
+// frees are local). For mstress GOMAXPROCS is THREADS, and each round's
+// goroutines are fresh ones, as the C threads are; but zmm's heaps belong
+// to the Ps, not to the goroutines, so a goroutine that ends leaves no heap
+// behind, where a C thread that ends leaves its allocator a thread cache or
+// heap to flush, abandon or reuse. It prints one JSON object with the fields
+// of the C program (allocator "zmm").
 //
 //	zmmthreads WORKLOAD THREADS OPS
 //	zmmthreads -table RESULTS.jsonl...
@@ -18,6 +23,7 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -30,6 +36,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unsafe"
 
@@ -38,16 +45,21 @@ import (
 
 // The constants of threads.c.
 const (
-	nSizes       = 1024 // churnSizes' length
-	ringLen      = 64   // churn: live blocks per goroutine
-	batchLen     = 256  // xmalloc: blocks per batch
-	queueLen     = 4    // xmalloc: batches in flight per pair
-	larsonSlots  = 1000 // larson: blocks per array
-	larsonRound  = 10000
-	maxThreads   = 1024
-	seed         = 0x5a6d6d // bench's seed ("zmm")
-	sizesStream  = 18       // churnSizes' stream
-	larsonStream = 1000     // + the goroutine's index
+	nSizes        = 1024 // churnSizes' length
+	ringLen       = 64   // churn: live blocks per goroutine
+	batchLen      = 256  // xmalloc: blocks per batch
+	queueLen      = 4    // xmalloc: batches in flight per pair
+	larsonSlots   = 1000 // larson: blocks per array
+	larsonRound   = 10000
+	scratchSize   = 8    // cache-scratch: block size
+	scratchWrites = 32   // cache-scratch: increments of each byte per op
+	mstressBatch  = 1000 // mstress: steps (blocks allocated) of a goroutine
+	transfers     = 1000 // mstress: slots of the transfer array
+	maxThreads    = 1024
+	seed          = 0x5a6d6d // bench's seed ("zmm")
+	sizesStream   = 18       // churnSizes' stream
+	larsonStream  = 1000     // + the goroutine's index
+	mstressStream = 2000     // + round * THREADS + the goroutine's index
 )
 
 // Result is one run, as threads.c prints it; Rep is added by threads.sh.
@@ -120,8 +132,12 @@ func Run(workload string, threads int, ops uint64) (Result, error) {
 		w = xmalloc
 	case "larson":
 		w = larson
+	case "cache-scratch":
+		w = cacheScratch
+	case "mstress":
+		w = mstress
 	default:
-		return Result{}, fmt.Errorf("unknown workload %q (churn, xmalloc or larson)", workload)
+		return Result{}, fmt.Errorf("unknown workload %q (churn, xmalloc, larson, cache-scratch or mstress)", workload)
 	}
 	a, err := zmm.NewShared(zmm.WithDebug(false), zmm.WithAllocMode(zmm.ModeChunks))
 	if err != nil {
@@ -129,8 +145,11 @@ func Run(workload string, threads int, ops uint64) (Result, error) {
 	}
 	defer a.Close()
 	p := w(a, threads, ops)
-	runtime.GOMAXPROCS(p.goroutines)
+	runtime.GOMAXPROCS(cmp.Or(p.procs, p.goroutines))
 	d := race(p.goroutines, p.setup, p.body)
+	if p.cleanup != nil {
+		p.cleanup()
+	}
 	if err := a.Check(); err != nil {
 		return Result{}, fmt.Errorf("after the run: %w", err)
 	}
@@ -202,10 +221,12 @@ type plan struct {
 	goroutines int
 	setup      func(i int) // before the clock starts; may be nil
 	body       func(i int) // timed
+	procs      int         // GOMAXPROCS if not goroutines (0)
+	cleanup    func()      // after the clock; may be nil
 }
 
 func churn(a *zmm.Shared, threads int, ops uint64) plan {
-	return plan{ops, threads, nil, func(i int) {
+	return plan{ops: ops, goroutines: threads, body: func(i int) {
 		var ring [ringLen]unsafe.Pointer
 		for j := range share(ops, threads, i) {
 			slot := &ring[j&(ringLen-1)]
@@ -237,7 +258,7 @@ func xmalloc(a *zmm.Shared, threads int, ops uint64) plan {
 			pairs[p].empty <- new([batchLen]unsafe.Pointer)
 		}
 	}
-	return plan{batches * batchLen, 2 * npairs, nil, func(g int) {
+	return plan{ops: batches * batchLen, goroutines: 2 * npairs, body: func(g int) {
 		p := g / 2
 		q := pairs[p]
 		n := share(batches, npairs, p)
@@ -295,7 +316,86 @@ func larson(a *zmm.Shared, threads int, ops uint64) plan {
 		}
 	}
 	// The last blocks are left to the allocator's Close, after the clock.
-	return plan{steps * uint64(threads), threads, setup, body}
+	return plan{ops: steps * uint64(threads), goroutines: threads, setup: setup, body: body}
+}
+
+// cacheScratch: the blocks goroutine t is given are allocated here, one
+// after the other, before the goroutines start (threads.c's main thread).
+func cacheScratch(a *zmm.Shared, threads int, ops uint64) plan {
+	given := make([]unsafe.Pointer, threads)
+	for t := range given {
+		given[t] = allocBlock(a, scratchSize, uint64(t))
+	}
+	return plan{ops: ops, goroutines: threads, body: func(t int) {
+		a.Free(given[t]) // next to the others'
+		for i := range share(ops, threads, t) {
+			b := (*[scratchSize]byte)(allocBlock(a, scratchSize, i))
+			for range scratchWrites {
+				for k := range b {
+					b[k]++
+				}
+			}
+			a.Free(unsafe.Pointer(b))
+		}
+	}}
+}
+
+// pick is a random index in 0..n-1 from 32 random bits (multiply-shift).
+func pick(bits32, n uint64) uint64 { return (bits32 * n) >> 32 }
+
+// mstress: one goroutine (the clock's) runs the rounds, each on threads
+// fresh goroutines; GOMAXPROCS is threads (the round runner waits while
+// they run). A goroutine's steps draw their random numbers as threads.c's.
+func mstress(a *zmm.Shared, threads int, ops uint64) plan {
+	perRound := uint64(threads) * mstressBatch
+	rounds := (ops + perRound - 1) / perRound
+	var transfer [transfers]unsafe.Pointer
+	locals := make([][mstressBatch]unsafe.Pointer, threads) // reused round after round
+	worker := func(round uint64, t int) {
+		r := rand.NewPCG(seed, mstressStream+round*uint64(threads)+uint64(t))
+		data := &locals[t]
+		for i := range uint64(mstressBatch) {
+			x := r.Uint64()
+			data[i] = allocBlock(a, sizes[x&(nSizes-1)], i)
+			if x>>10&1 != 0 { // chance 1/2: free a local block
+				if j := pick(x>>32, i+1); data[j] != nil {
+					a.Free(data[j])
+					data[j] = nil
+				}
+			}
+			if x>>11&3 == 0 { // chance 1/4: swap one into the transfer array
+				y := r.Uint64()
+				if j := pick(y>>32, i+1); data[j] != nil {
+					q := atomic.SwapPointer(&transfer[pick(y&math.MaxUint32, transfers)], data[j])
+					data[j] = nil
+					if q != nil {
+						a.Free(q)
+					}
+				}
+			}
+		}
+		for i, p := range data {
+			if p != nil {
+				a.Free(p)
+				data[i] = nil
+			}
+		}
+	}
+	return plan{ops: rounds * perRound, goroutines: 1, procs: threads, body: func(int) {
+		var wg sync.WaitGroup
+		for round := range rounds {
+			for t := range threads {
+				wg.Go(func() { worker(round, t) })
+			}
+			wg.Wait()
+		}
+	}, cleanup: func() {
+		for _, p := range transfer {
+			if p != nil {
+				a.Free(p)
+			}
+		}
+	}}
 }
 
 // barrier is a reusable barrier for n goroutines.
@@ -418,7 +518,7 @@ func Table(rs []Result) string {
 
 var (
 	allocOrder    = []string{"glibc", "jemalloc", "mimalloc", "zmm"}
-	workloadOrder = []string{"churn", "xmalloc", "larson"}
+	workloadOrder = []string{"churn", "xmalloc", "larson", "cache-scratch", "mstress"}
 )
 
 // rank is s's place in order; unknown names go last.

@@ -22,6 +22,10 @@ func TestWorkloads(t *testing.T) {
 		{"xmalloc", 5, 30208}, // two pairs
 		{"larson", 1, 30001},
 		{"larson", 3, 30003},
+		{"cache-scratch", 1, 30001},
+		{"cache-scratch", 3, 30001},
+		{"mstress", 1, 31000}, // 31 rounds of one goroutine's 1000 steps
+		{"mstress", 3, 33000}, // 11 rounds of three
 	} {
 		var out bytes.Buffer
 		if err := run([]string{c.workload, strconv.Itoa(c.threads), "30001"}, &out); err != nil {
