@@ -4,18 +4,21 @@
 // memory.NewGoAllocator() in a package's test files to a call of Allocator
 // and hooks Run into the package's TestMain, through a go test -overlay on a
 // copy of the module (the module cache is never edited); with
-// ZMM_ARROWTESTS_DEFAULT=1, Run makes memory.DefaultAllocator itself the heap's
+// ZMM_ARROWTESTS_DEFAULT=1, Run makes memory.DefaultAllocator itself the
 // allocator too.
 //
-// The environment variable ZMM_ARROWTESTS_MODE chooses the heap all those
-// allocators share: "normal" (a chunk heap), "debug" (zmm.WithDebug) or
-// "guard" (zmm.ModeGuard). When the tests are done, Run checks the heap
-// (Heap.Check), lists the blocks still live with their allocation sites
-// (Heap.Leaks, on the debug and guard heaps) and writes a Report as JSON to
-// the file named by ZMM_ARROWTESTS_REPORT.
+// The allocator is zmmarrow.NewShared over one zmm.Shared per process, which
+// any goroutine may call without a lock, as Arrow's parallel tests and its
+// releases from other goroutines need. The environment variable
+// ZMM_ARROWTESTS_MODE chooses its kind: "normal" (per-P chunk heaps),
+// "debug" (zmm.WithDebug) or "guard" (zmm.ModeGuard); the last two are
+// serial, one heap of that mode. When the tests are done, Run checks the
+// allocator (Shared.Check), lists the blocks still live with their
+// allocation sites (Shared.Leaks, in debug and guard mode) and writes a
+// Report as JSON to the file named by ZMM_ARROWTESTS_REPORT.
 //
-// Nothing else should import this package: it keeps one heap per process
-// and never closes it.
+// Nothing else should import this package: it keeps one allocator per
+// process and never closes it.
 package arrowtests
 
 import (
@@ -50,15 +53,15 @@ var Modes = []string{"normal", "debug", "guard"}
 // Report is what Run writes when the tests are done.
 type Report struct {
 	Mode string `json:"mode"`
-	// Check is Heap.Check's error, "" when the heap is sound.
+	// Check is Shared.Check's error, "" when the allocator is sound.
 	Check string `json:"check"`
-	// Tracked says whether the heap lists its live blocks (debug and guard
-	// heaps do, a normal heap does not): only then are LiveBlocks and
+	// Tracked says whether the allocator lists its live blocks (debug and
+	// guard ones do, a normal one does not): only then are LiveBlocks and
 	// Sites known.
 	Tracked    bool `json:"tracked"`
 	LiveBlocks int  `json:"live_blocks"`
-	// LiveBytes is, on a tracked heap, the sum of the live Arrow buffers'
-	// sizes; on a normal heap, Heap.Usage (bytes at class size).
+	// LiveBytes is, when tracked, the sum of the live Arrow buffers'
+	// sizes; in normal mode, Shared.Usage (bytes at class size).
 	LiveBytes uint64 `json:"live_bytes"`
 	PeakUsage uint64 `json:"peak_usage"`
 	// Sites groups the live blocks by allocation site, most bytes first.
@@ -74,12 +77,9 @@ type SiteTotal struct {
 }
 
 var (
-	setup sync.Once
-	heap  *zmm.Heap
-	alloc memory.Allocator
-	// mu is the allocator's lock; Run holds it while it inspects the heap,
-	// in case a goroutine a test left running still allocates.
-	mu          sync.Mutex
+	setup       sync.Once
+	shared      *zmm.Shared
+	alloc       memory.Allocator
 	mode        string
 	setupErr    error
 	modeOptions = map[string][]zmm.Option{
@@ -105,10 +105,10 @@ func start() {
 		if opts, setupErr = options(mode); setupErr != nil {
 			return
 		}
-		if heap, setupErr = zmm.New(append(opts, zmm.WithName("arrow-go tests"))...); setupErr != nil {
+		if shared, setupErr = zmm.NewShared(append(opts, zmm.WithName("arrow-go tests"))...); setupErr != nil {
 			return
 		}
-		alloc = zmmarrow.NewLocked(heap, &mu)
+		alloc = zmmarrow.NewShared(shared)
 	})
 	if setupErr != nil {
 		panic(setupErr)
@@ -116,8 +116,8 @@ func start() {
 }
 
 // Allocator returns the allocator every rewritten test file uses: one
-// locked zmmarrow.Allocator over the process's heap, since Arrow's tests run
-// in parallel and release from any goroutine. It may be called before
+// zmmarrow.Allocator over the process's shared allocator, since Arrow's
+// tests run in parallel and release from any goroutine. It may be called before
 // TestMain, from a test file's package-level variables.
 func Allocator() memory.Allocator {
 	start()
@@ -137,9 +137,9 @@ func Run(m *testing.M) int {
 		memory.DefaultAllocator = alloc
 	}
 	code := m.Run()
-	mu.Lock()
-	r := report(heap, mode)
-	mu.Unlock()
+	// Check and Leaks hold every heap while they run, so a goroutine a
+	// test left running waits meanwhile.
+	r := report(shared, mode)
 	fmt.Printf("zmm %s heap: check %s, %d bytes live\n", r.Mode, orClean(r.Check), r.LiveBytes)
 	if r.Check != "" {
 		fmt.Fprintf(os.Stderr, "zmm %s heap: Check: %s\n", r.Mode, r.Check)
@@ -184,12 +184,12 @@ func writeReport(path string, r Report) error {
 }
 
 // report checks h and sums up what is live in it.
-func report(h *zmm.Heap, mode string) Report {
+func report(h *zmm.Shared, mode string) Report {
 	r := Report{Mode: mode, PeakUsage: uint64(h.PeakUsage())}
 	if err := h.Check(); err != nil {
 		r.Check = err.Error()
 	}
-	// Debug and guard heaps track every block; a normal heap keeps no
+	// Debug and guard allocators track every block; a normal one keeps no
 	// sites, and Leaks returns nil whatever is live.
 	r.Tracked = h.Debug() || h.Mode() != zmm.ModeChunks
 	if !r.Tracked {

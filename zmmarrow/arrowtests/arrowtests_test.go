@@ -11,11 +11,11 @@ import (
 	"github.com/gozmm/zmm/zmmarrow"
 )
 
-func newHeap(t *testing.T, mode string) *zmm.Heap {
+func newHeap(t *testing.T, mode string) *zmm.Shared {
 	t.Helper()
 	opts, err := options(mode)
 	require.NoError(t, err)
-	h, err := zmm.New(opts...)
+	h, err := zmm.NewShared(opts...)
 	require.NoError(t, err)
 	t.Cleanup(h.Close)
 	return h
@@ -45,7 +45,7 @@ func TestReportTracksLeaksBySite(t *testing.T) {
 	for _, mode := range []string{"debug", "guard"} {
 		t.Run(mode, func(t *testing.T) {
 			h := newHeap(t, mode)
-			leak(zmmarrow.New(h))
+			leak(zmmarrow.NewShared(h))
 			r := report(h, mode)
 			assert.Equal(t, mode, r.Mode)
 			assert.Empty(t, r.Check)
@@ -65,7 +65,7 @@ func TestReportTracksLeaksBySite(t *testing.T) {
 
 func TestReportOnNormalHeapCountsUsage(t *testing.T) {
 	h := newHeap(t, "normal")
-	leak(zmmarrow.New(h))
+	leak(zmmarrow.NewShared(h))
 	r := report(h, "normal")
 	assert.False(t, r.Tracked, "a normal heap keeps no sites")
 	assert.Zero(t, r.LiveBlocks)
@@ -77,7 +77,7 @@ func TestReportOnNormalHeapCountsUsage(t *testing.T) {
 
 func TestReportCatchesWriteAfterRelease(t *testing.T) {
 	h := newHeap(t, "debug")
-	mem := zmmarrow.New(h)
+	mem := zmmarrow.NewShared(h)
 	buf := mem.Allocate(64)
 	p := unsafe.Pointer(unsafe.SliceData(buf))
 	mem.Free(buf)

@@ -4,7 +4,7 @@
 # every memory.DefaultAllocator and memory.NewGoAllocator() of its test files,
 # and memory.DefaultAllocator itself, swapped for a zmmarrow allocator
 # (go test -overlay, on a copy of the module kept in the user cache
-# directory), on a normal, a debug and a guard heap.
+# directory), over a normal, a debug and a guard zmm.Shared (zmmarrow.NewShared).
 #
 #   bash zmmarrow/arrowtests/run.sh                      # the default packages, all modes
 #   bash zmmarrow/arrowtests/run.sh arrow/ipc arrow/csv  # packages of arrow-go
