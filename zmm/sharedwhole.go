@@ -24,6 +24,11 @@ import (
 // heaps keep chunks for the next request by the Zend MM's policy. Pointers
 // into the allocator are invalid afterwards; no goroutine may use one
 // across Reset. A debug allocator writes its leak report first.
+//
+// Like every call of this file it stops the world once, briefly (see
+// stop): it ends a request cycle of the whole process. Requests served
+// side by side each want a Heap of their own (zmmhttp, lifecycle), whose
+// Reset touches nothing else.
 func (a *Shared) Reset() {
 	a.checkOpen("Reset")
 	hs := a.stop()
