@@ -21,11 +21,13 @@
 //	memory_get_usage(true) / ..._peak_usage(true)  Heap.RealUsage / Heap.RealPeakUsage
 //	memory_reset_peak_usage  Heap.ResetPeak   memory_limit  Heap.SetLimit
 //	zend_mm_gc     Heap.GC            zend_mm_shutdown  Heap.Reset / Heap.Close
-//	pemalloc(…, 1) PAlloc (the persistent heap)
+//	pemalloc(…, 1) PAlloc (the persistent allocator)
 //
 // Rules:
-//   - A Heap has one owner at a time (like a ZTS thread's heap). The
-//     package-level functions use a default heap behind a mutex.
+//   - A Heap has one owner at a time (like a ZTS thread's heap). A Shared
+//     (NewShared) serves every goroutine, with a heap per P and lock-free
+//     frees from any goroutine; the package-level functions use two of
+//     them (default and persistent).
 //   - Blocks hold plain bytes: never store a Go pointer in one.
 //   - Everything a heap handed out is gone after Reset or Close.
 //   - Allocation failures (memory limit, out of memory, size overflow) and
