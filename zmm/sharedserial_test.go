@@ -2,6 +2,7 @@ package zmm_test
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"runtime"
@@ -215,6 +216,57 @@ func TestSharedSerialLimit(t *testing.T) {
 			p := a.Alloc(1 << 20)
 			require.NoError(t, a.Check())
 			a.Free(p)
+		})
+	}
+}
+
+// TestSharedSerialBadPointers: a serial allocator reports every bad
+// pointer as its heap does, changes nothing when it does, and reports use
+// after Close.
+func TestSharedSerialBadPointers(t *testing.T) {
+	for _, m := range serialModes {
+		t.Run(m.name, func(t *testing.T) {
+			a, _ := newSerial(t, m.opts...)
+			other := newHeap(t, layout()...)
+			p := a.Alloc(64)
+			big := a.Alloc(8192)
+			var goMem [64]byte
+			usage, real := a.Usage(), a.RealUsage()
+			cases := []struct {
+				name  string
+				p     unsafe.Pointer
+				kinds []error
+			}{
+				{"Go memory", unsafe.Pointer(&goMem[8]), []error{zmm.ErrInvalidPointer}},
+				{"small interior", unsafe.Add(p, 8), []error{zmm.ErrInvalidPointer}},
+				{"large interior", unsafe.Add(big, 4096), []error{zmm.ErrInvalidPointer}},
+				{"another heap's block", other.Alloc(64), []error{zmm.ErrWrongHeap, zmm.ErrInvalidPointer}},
+				{"a small address", unsafe.Add(nil, 4096), []error{zmm.ErrInvalidPointer}},
+			}
+			for _, c := range cases {
+				for op, f := range map[string]func(){
+					"Free":      func() { a.Free(c.p) },
+					"Realloc":   func() { a.Realloc(c.p, 100) },
+					"BlockSize": func() { a.BlockSize(c.p) },
+				} {
+					e := catch(t, f)
+					ok := false
+					for _, k := range c.kinds {
+						ok = ok || errors.Is(e, k)
+					}
+					assert.True(t, ok, "%s, %s: %v", c.name, op, e)
+				}
+			}
+			assert.Equal(t, usage, a.Usage(), "the failed calls changed nothing")
+			assert.Equal(t, real, a.RealUsage())
+			require.NoError(t, a.Check())
+			a.Free(p)
+			assert.ErrorIs(t, catch(t, func() { a.Free(p) }), zmm.ErrDoubleFree)
+			a.Free(big)
+			require.NoError(t, a.Check())
+			a.Close()
+			assert.ErrorIs(t, catch(t, func() { a.Alloc(10) }), zmm.ErrClosed)
+			assert.ErrorIs(t, catch(t, func() { a.Free(p) }), zmm.ErrClosed)
 		})
 	}
 }
